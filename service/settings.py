@@ -1,0 +1,128 @@
+"""Every limit and knob of the service, read from `COLORIZE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_NAMES = ("eccv16", "siggraph17", "exemplar")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+OFFICIAL_BASE_URL = "https://colorizers.s3.us-east-2.amazonaws.com"
+
+
+def default_weights_dir() -> Path:
+    """`$XDG_CACHE_HOME/colorize-service` (or the platform's cache dir)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "colorize-service"
+    return Path(user_cache_dir("colorize-service"))
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field is read from `COLORIZE_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="COLORIZE_", extra="ignore")
+
+    device: str = "auto"
+    """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
+    weights_dir: Path = Field(default_factory=default_weights_dir)
+    """Directory holding checkpoints under their official file names."""
+    weights_base_url: str = OFFICIAL_BASE_URL
+    """Where `fetch-weights` downloads from; point it at a company mirror if needed."""
+    default_model: Literal["eccv16", "siggraph17", "exemplar"] = "eccv16"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    memory_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Share of device capacity that jobs may use; above it GC runs after a job."""
+    clear_cache: Literal["always", "threshold", "never"] = "always"
+    """When the worker empties the allocator cache after a job (see README, Memory policy)."""
+    admission_wait_s: float = Field(default=10.0, ge=0.0)
+    """How long a job waits for its memory reservation before the request gets 503."""
+
+    queue_size: int = Field(default=32, ge=1)
+    """Jobs waiting for the worker; one more gets 503 with Retry-After."""
+    job_timeout_s: float = Field(default=120.0, gt=0.0)
+    """Queue wait plus compute; past it the request gets 504."""
+    batch_max_size: int = Field(default=8, ge=1)
+    """Jobs of one fixed-input engine that share a forward pass."""
+    batch_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    """How long the worker waits for a batch to fill once the queue runs dry."""
+    shutdown_grace_s: float = Field(default=20.0, ge=0.0)
+    """On SIGTERM, how long the running job may take before the process exits."""
+
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Request body limit, enforced while streaming."""
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    """Width x height limit, checked before pixels are decoded."""
+    allowed_formats: tuple[str, ...] = INPUT_FORMATS
+    """Pillow format names accepted on upload."""
+    max_hints: int = Field(default=256, ge=0)
+
+    result_ttl_s: float = Field(default=600.0, gt=0.0)
+    """How long a finished /jobs result is kept."""
+    result_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    """Total size of kept /jobs results; the oldest are dropped past it."""
+    max_jobs_kept: int = Field(default=10_000, ge=1)
+
+    api_key: SecretStr | None = None
+    """If set, upload and job endpoints need `Authorization: Bearer <key>`."""
+    protect_metrics: bool = False
+    """Also require the API key on /metrics."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_known(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v in ("auto", "cpu", "cuda", "mps"):
+            return v
+        if v.startswith("cuda:") and v[5:].isdigit():
+            return v
+        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _formats_are_known(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        names = tuple(str(i).strip().upper() for i in items if str(i).strip())
+        names = tuple("JPEG" if n == "JPG" else n for n in names)
+        unknown = [n for n in names if n not in INPUT_FORMATS]
+        if unknown or not names:
+            raise ValueError(f"unsupported format(s) {unknown}; choose from {list(INPUT_FORMATS)}")
+        return names
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class SettingsError(RuntimeError):
+    """A `COLORIZE_*` variable has an invalid value; the message names it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one message naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"COLORIZE_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (the API's dependency; tests build their own)."""
+    return load_settings()
