@@ -62,7 +62,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Request body limit, enforced while streaming."""
-    max_pixels: int = Field(default=40_000_000, ge=1)
+    # Pillow refuses anything above 2 x its own bomb limit (178,956,970 px) before we could.
+    max_pixels: int = Field(default=40_000_000, ge=1, le=178_956_970)
     """Width x height limit, checked before pixels are decoded."""
     allowed_formats: tuple[str, ...] = INPUT_FORMATS
     """Pillow format names accepted on upload."""

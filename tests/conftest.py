@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,22 @@ def coffee() -> np.ndarray:
 @pytest.fixture
 def cpu() -> torch.device:
     return torch.device("cpu")
+
+
+def png_bytes(rgb: np.ndarray, mode: str = "L") -> bytes:
+    """Encode RGB uint8 as PNG, converted to `mode` (grayscale by default)."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def gray_png(astronaut: np.ndarray) -> bytes:
+    """A 128x128 grayscale PNG of the astronaut."""
+    return png_bytes(astronaut[::4, ::4])
+
+
+@pytest.fixture(scope="session")
+def colour_png(coffee: np.ndarray) -> bytes:
+    """A 150x100 colour PNG of the coffee cup (a reference)."""
+    return png_bytes(coffee[::4, ::4], mode="RGB")

@@ -248,8 +248,8 @@ class MemoryManager:
                         requested=nbytes,
                         budget=available,
                     )
+                waited = True
                 if cleaned:
-                    waited = True
                     self._changed.wait(min(remaining, self.poll_interval_s))
                     continue
             # Freed-but-cached blocks and unreachable cycles are the cheapest room to find.

@@ -58,8 +58,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("line", "files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_cgroup_limit(tmp_path: Path, line: str, files: dict[str, str], expected: int | None) -> None:
+@pytest.mark.parametrize(
+    ("line", "files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_cgroup_limit(
+    tmp_path: Path, line: str, files: dict[str, str], expected: int | None
+) -> None:
     proc, root = make_tree(tmp_path, line, files)
     assert cgroup_limit_bytes(proc / "cgroup", root) == expected
 

@@ -18,7 +18,7 @@ from service.memory import (
     MpsBackend,
     NeverFits,
 )
-from tests.support.fake_devices import GiB, FakeCuda, FakeMps
+from tests.support.fake_devices import FakeCuda, FakeMps, GiB
 
 
 def cuda_manager(fake: FakeCuda, threshold: float = 0.8) -> MemoryManager:
@@ -209,7 +209,7 @@ def test_request_that_fits_only_an_idle_device_is_refused_after_waiting() -> Non
     fake = FakeCuda(total=10 * GiB, others=5 * GiB)  # another process holds half the GPU
     manager = cuda_manager(fake)
     started = time.monotonic()
-    with pytest.raises(MemoryRefused, match="after waiting 0.2 s"):
+    with pytest.raises(MemoryRefused, match=r"after waiting 0\.2 s"):
         manager.reserve(4 * GiB, timeout=0.2)
     assert time.monotonic() - started >= 0.2
     assert fake.empty_cache_calls == 1  # it tried to make room once

@@ -1,0 +1,97 @@
+"""The FastAPI application; its lifespan owns settings, MemoryManager, engines, worker, metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__
+from service.api.errors import install_handlers
+from service.api.guard import Guard
+from service.api.metrics import Metrics
+from service.api.routes import router
+from service.api.state import ServiceState
+from service.device import resolve_device
+from service.engines.base import Engine, EngineNotReady
+from service.engines.registry import ENGINE_NAMES, create_engine
+from service.imaging.encode import encode_image
+from service.memory import MemoryManager
+from service.settings import Settings, load_settings
+from service.worker.jobs import JobStore
+from service.worker.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine]:
+    """Build every engine; those without weights stay unready and say how to fetch them."""
+    engines: dict[str, Engine] = {}
+    for name in ENGINE_NAMES:
+        engine = create_engine(name, manager.device, settings.weights_dir)
+        try:
+            engine.load()
+        except EngineNotReady as exc:
+            log.warning("%s", exc)
+        engines[name] = engine
+    return engines
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engines: Mapping[str, Engine] | None = None,
+    manager: MemoryManager | None = None,
+) -> FastAPI:
+    """The service. Tests may pass their own engines (fault injection) or manager (fake device)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mm = manager or MemoryManager(resolve_device(settings.device), settings.memory_threshold)
+        loaded = (
+            engines if engines is not None else await run_in_threadpool(load_engines, settings, mm)
+        )
+        mm.refresh_idle()  # the weights are resident now: the job budget excludes them
+        worker = Worker(loaded, mm, settings, encode_image)
+        metrics = Metrics()
+        metrics.attach(mm, worker, loaded)
+        store = JobStore(settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept)
+        app.state.svc = ServiceState(settings, mm, loaded, worker, store, metrics)
+        worker.start()
+        snap = mm.snapshot()
+        log.info(
+            "device %s; engines %s; memory %d/%d bytes used, limit %d (threshold %.2f), "
+            "job budget %d bytes",
+            snap.device,
+            ", ".join(f"{n}={'ready' if e.ready else 'NOT READY'}" for n, e in loaded.items()),
+            snap.used,
+            snap.total,
+            snap.limit,
+            mm.memory_threshold,
+            snap.job_budget,
+        )
+        try:
+            yield
+        finally:
+            if not worker.stop(timeout=settings.shutdown_grace_s):
+                log.error("the running job did not finish within %.0f s", settings.shutdown_grace_s)
+
+    app = FastAPI(
+        title="colorize-service",
+        version=__version__,
+        summary="Grayscale photos in, colour photos out, admitted by device memory budget.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(router)
+    app.add_middleware(
+        Guard,
+        max_body_bytes=settings.max_upload_bytes,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        protect_metrics=settings.protect_metrics,
+    )
+    return app

@@ -1,0 +1,106 @@
+"""One error shape for every failure: `{"error": code, "detail": message}` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engines.base import EngineNotReady, InvalidRequest
+from service.imaging.errors import ImageError
+from service.worker.worker import WorkerUnavailable
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    503: "unavailable",
+    504: "timeout",
+    507: "out_of_memory",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client as JSON."""
+
+    def __init__(
+        self, status: int, error: str, detail: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+ERROR_BODY = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+
+
+def error_response(
+    status: int, error: str, detail: str, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Map every domain error to its status (see ../shared/GUIDE.md section 2)."""
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.detail, exc.retry_after)
+
+    @app.exception_handler(ImageError)
+    async def _image(_: Request, exc: ImageError) -> JSONResponse:
+        codes = {413: "image_too_large", 415: "unsupported_format", 422: "undecodable_image"}
+        return error_response(exc.status, codes.get(exc.status, "bad_image"), str(exc))
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc))
+
+    @app.exception_handler(EngineNotReady)
+    async def _not_ready(_: Request, exc: EngineNotReady) -> JSONResponse:
+        return error_response(503, "model_not_ready", str(exc), retry_after=30)
+
+    @app.exception_handler(WorkerUnavailable)
+    async def _unavailable(_: Request, exc: WorkerUnavailable) -> JSONResponse:
+        return error_response(503, exc.reason, exc.detail, retry_after=exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        missing = False
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+            missing = missing or err.get("type") == "missing"
+            problems.append(f"{where}: {err.get('msg')}")
+        # A missing required field is 422; a present but malformed field is 400.
+        status = 422 if missing else 400
+        error = "missing_field" if missing else "bad_field"
+        return error_response(status, error, "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: log it with its traceback, tell the client nothing about our internals.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "an internal error occurred; it was logged")

@@ -1,0 +1,131 @@
+"""ASGI middleware in front of the app: API key before the body, byte limit while streaming."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OPEN_PATHS = ("/livez", "/readyz", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
+OPEN_PREFIXES = ("/static/",)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once the streamed body passes the limit (FastAPI re-raises it)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the {limit}-byte upload limit")
+
+
+class Guard:
+    """Checks the API key and the upload size before any handler reads the body."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        api_key: str | None = None,
+        protect_metrics: bool = False,
+        open_paths: Iterable[str] = OPEN_PATHS,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_key = api_key.encode() if api_key else None
+        self.open_paths = set(open_paths) | {"/"}
+        if not protect_metrics:
+            self.open_paths.add("/metrics")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = _with_security_headers(send)
+        path: str = scope["path"]
+        if self.api_key is not None and not self._is_open(path) and not self._authorized(scope):
+            await _reject(
+                send,
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <key>' is required",
+                {"www-authenticate": "Bearer"},
+            )
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            await _reject(
+                send,
+                413,
+                "too_large",
+                f"the request body exceeds the {self.max_body_bytes}-byte upload limit",
+            )
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(OPEN_PREFIXES)
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self.api_key is not None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                # compare_digest takes the same time wherever the first difference is.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    token.strip(), self.api_key
+                )
+        return False
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return counted
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _with_security_headers(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {n.lower() for n, _ in headers}
+            if b"x-content-type-options" not in names:
+                headers.append((b"x-content-type-options", b"nosniff"))
+            if b"referrer-policy" not in names:
+                headers.append((b"referrer-policy", b"no-referrer"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+async def _reject(
+    send: Send, status: int, error: str, detail: str, extra: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    # Close the connection: the unread body would otherwise be parsed as the next request.
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

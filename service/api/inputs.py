@@ -1,0 +1,189 @@
+"""From an upload (multipart form or raw image body) to a queued-ready Job."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import File, Form, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from service.api.errors import ApiError
+from service.api.state import ServiceState
+from service.engines.base import ColorizeRequest, EngineNotReady, Hint
+from service.imaging.decode import GRAYSCALE_CHROMA, chroma_level, decode_image
+from service.memory import NeverFits
+from service.worker.jobs import Job
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+HINTS_DOC = (
+    'JSON list of colour hints for siggraph17: [{"x": 10, "y": 20, "color": "#c04020"}, ...]; '
+    "x, y are pixel coordinates of the input image, color is #rrggbb or [r, g, b]."
+)
+
+
+@dataclass
+class Upload:
+    """The raw parts of a colorize request, before decoding."""
+
+    image: bytes
+    reference: bytes | None
+    model: str
+    hints: tuple[Hint, ...]
+    output_format: OutputFormat
+    quality: int | None
+
+
+async def read_upload(
+    request: Request,
+    image: Annotated[
+        UploadFile | None,
+        File(description="The photo (required with multipart). JPEG, PNG, WebP, BMP or GIF."),
+    ] = None,
+    reference: Annotated[
+        UploadFile | None, File(description="Colour reference photo (exemplar engine).")
+    ] = None,
+    model: Annotated[str | None, Form(description="Engine: eccv16, siggraph17, exemplar.")] = None,
+    hints: Annotated[str | None, Form(description=HINTS_DOC, max_length=65536)] = None,
+    format: Annotated[OutputFormat | None, Form(description="Output format.")] = None,
+    quality: Annotated[int | None, Form(ge=1, le=100, description="JPEG/WebP quality.")] = None,
+    q_model: Annotated[str | None, Query(alias="model", description="Engine (raw body).")] = None,
+    q_hints: Annotated[
+        str | None, Query(alias="hints", max_length=65536, description="Hints (raw body).")
+    ] = None,
+    q_format: Annotated[
+        OutputFormat | None, Query(alias="format", description="Output format (raw body).")
+    ] = None,
+    q_quality: Annotated[
+        int | None, Query(alias="quality", ge=1, le=100, description="Quality (raw body).")
+    ] = None,
+) -> Upload:
+    """Accept `multipart/form-data` (fields) or a raw `image/*` body (query parameters)."""
+    state: ServiceState = request.app.state.svc
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        if image is None:
+            raise ApiError(422, "missing_field", "the multipart field 'image' (a file) is required")
+        data = await image.read()
+        ref = await reference.read() if reference is not None else None
+        chosen = (model, hints, format, quality)
+    elif content_type.startswith("image/"):
+        data = await request.body()
+        ref = None
+        chosen = (q_model, q_hints, q_format, q_quality)
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with an 'image' file, "
+            "or a raw body with Content-Type image/*",
+        )
+    name, hint_text, fmt, qual = chosen
+    return Upload(
+        image=data,
+        reference=ref,
+        model=name or state.settings.default_model,
+        hints=parse_hints(hint_text, state.settings.max_hints),
+        output_format=fmt or "png",
+        quality=qual,
+    )
+
+
+def parse_hints(text: str | None, max_hints: int) -> tuple[Hint, ...]:
+    """Parse the hints field; any malformation is a 400 that says what is wrong."""
+    if text is None or not text.strip():
+        return ()
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad_hints", f"hints is not valid JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise ApiError(400, "bad_hints", "hints must be a JSON list of {x, y, color} objects")
+    if len(raw) > max_hints:
+        raise ApiError(400, "bad_hints", f"at most {max_hints} hints are allowed, got {len(raw)}")
+    return tuple(_hint(i, item) for i, item in enumerate(raw))
+
+
+def _hint(index: int, item: object) -> Hint:
+    where = f"hints[{index}]"
+    if not isinstance(item, dict) or not {"x", "y", "color"} <= item.keys():
+        raise ApiError(400, "bad_hints", f"{where} must be an object with x, y and color")
+    x, y, color = item["x"], item["y"], item["color"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y)):
+        raise ApiError(400, "bad_hints", f"{where}: x and y must be integers")
+    rgb: tuple[int, int, int]
+    if isinstance(color, str) and len(color) == 7 and color.startswith("#"):
+        try:
+            rgb = (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
+        except ValueError:
+            raise ApiError(400, "bad_hints", f"{where}: color {color!r} is not #rrggbb") from None
+    elif (
+        isinstance(color, list)
+        and len(color) == 3
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)
+    ):
+        rgb = (color[0], color[1], color[2])
+    else:
+        raise ApiError(400, "bad_hints", f"{where}: color must be '#rrggbb' or [r, g, b] in 0..255")
+    return Hint(x=x, y=y, color=rgb)
+
+
+async def build_job(state: ServiceState, upload: Upload) -> Job:
+    """Decode, validate and size-check an upload; the Job is ready to submit."""
+    engine = state.engines.get(upload.model)
+    if engine is None:
+        raise ApiError(
+            422,
+            "unknown_model",
+            f"unknown model {upload.model!r}; choose from {sorted(state.engines)}",
+        )
+    if not engine.ready:
+        raise EngineNotReady(upload.model, engine.not_ready_reason or "not loaded")
+    settings = state.settings
+    started = time.monotonic()
+    image = await run_in_threadpool(
+        decode_image,
+        upload.image,
+        allowed_formats=settings.allowed_formats,
+        max_pixels=settings.max_pixels,
+    )
+    reference = None
+    if upload.reference is not None:
+        reference = await run_in_threadpool(
+            decode_image,
+            upload.reference,
+            allowed_formats=settings.allowed_formats,
+            max_pixels=settings.max_pixels,
+        )
+        if await run_in_threadpool(chroma_level, reference) < GRAYSCALE_CHROMA:
+            raise ApiError(
+                422,
+                "grayscale_reference",
+                "the reference image has no colour to transfer (it is grayscale)",
+            )
+    request = ColorizeRequest(image=image, hints=upload.hints, reference=reference)
+    engine.validate(request)
+    estimate = engine.estimate(request)
+    try:
+        state.manager.check_fits(estimate)
+    except NeverFits as exc:
+        side = engine.memory_model.largest_square(exc.budget)
+        raise ApiError(
+            413,
+            "too_large_for_memory",
+            f"this {request.size[0]}x{request.size[1]} image needs about {estimate} bytes on the "
+            f"device but the job budget is {exc.budget} bytes; the largest square image that "
+            f"fits for {upload.model} is about {side}x{side} pixels",
+        ) from None
+    job = Job(
+        model=upload.model,
+        request=request,
+        estimate=estimate,
+        output_format=upload.output_format,
+        quality=upload.quality,
+    )
+    job.timings["decode"] = time.monotonic() - started
+    return job

@@ -1,0 +1,198 @@
+"""Prometheus metrics: live memory gauges read at scrape time, counters, latency histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.engines.base import Engine
+from service.memory import MemoryManager
+from service.worker.jobs import Job, JobState
+
+if TYPE_CHECKING:
+    from service.worker.worker import Worker
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+
+
+class _LiveCollector(Collector):
+    """Reads the MemoryManager, the worker and the engines each time Prometheus scrapes."""
+
+    def __init__(self, manager: MemoryManager, worker: Worker, engines: Mapping[str, Engine]):
+        self.manager = manager
+        self.worker = worker
+        self.engines = engines
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self.manager.snapshot()
+        dev = [snap.device]
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(f"colorize_{name}", doc, labels=["device"])
+            if value is not None:
+                g.add_metric(dev, float(value))
+            return g
+
+        yield gauge(
+            "memory_usage_ratio", "Device memory in use / capacity (0..1).", snap.usage_ratio
+        )
+        yield gauge(
+            "memory_threshold_ratio",
+            "Usage above which GC runs after a job.",
+            self.manager.memory_threshold,
+        )
+        yield gauge("device_memory_used_bytes", "Device memory in use, all processes.", snap.used)
+        yield gauge("device_memory_total_bytes", "Device memory capacity.", snap.total)
+        yield gauge(
+            "allocator_allocated_bytes", "PyTorch allocator: bytes of live tensors.", snap.allocated
+        )
+        yield gauge(
+            "allocator_reserved_bytes",
+            "PyTorch allocator: bytes held (live + cached).",
+            snap.reserved,
+        )
+        yield gauge(
+            "allocator_peak_bytes",
+            "PyTorch allocator: peak live bytes since the last job.",
+            snap.peak_allocated,
+        )
+        yield gauge("admission_limit_bytes", "threshold x capacity.", snap.limit)
+        yield gauge(
+            "admission_budget_bytes", "Largest job that could ever be admitted.", snap.job_budget
+        )
+        yield gauge("admission_available_bytes", "What a job could reserve now.", snap.available)
+        yield gauge(
+            "admission_reserved_bytes",
+            "Bytes held by running jobs' reservations.",
+            snap.reserved_for_jobs,
+        )
+
+        plain = [
+            ("queue_depth", "Jobs waiting for the worker.", self.worker.queue_depth),
+            ("queue_capacity", "Queue size limit.", self.worker.settings.queue_size),
+            ("jobs_running", "Jobs on the device now.", self.worker.jobs_running),
+            ("worker_alive", "1 while the worker thread runs.", int(self.worker.alive)),
+            ("draining", "1 while the service is shutting down.", int(bool(self.worker.draining))),
+        ]
+        for name, doc, value in plain:
+            g = GaugeMetricFamily(f"colorize_{name}", doc)
+            g.add_metric([], float(value))
+            yield g
+
+        ready = GaugeMetricFamily(
+            "colorize_engine_ready", "1 when the engine can serve.", labels=["model"]
+        )
+        for name, engine in self.engines.items():
+            ready.add_metric([name], float(engine.ready))
+        yield ready
+
+        stats, wstats = self.manager.stats, self.worker.stats
+        jobs = CounterMetricFamily(
+            "colorize_jobs", "Jobs finished, by model and outcome.", labels=["model", "outcome"]
+        )
+        for (model, outcome), count in sorted(wstats.jobs.items()):
+            jobs.add_metric([model, outcome], count)
+        yield jobs
+        oom = CounterMetricFamily(
+            "colorize_oom_events", "Out-of-memory errors caught during jobs.", labels=["model"]
+        )
+        for model in self.engines:
+            oom.add_metric([model], wstats.oom_events.get(model, 0))
+        yield oom
+        refused = CounterMetricFamily(
+            "colorize_admissions_refused", "Jobs refused, by reason.", labels=["reason"]
+        )
+        reasons = {
+            "never_fits": stats.refused_never_fits,
+            "memory_timeout": stats.refused_timeout,
+            "queue_full": wstats.refused.get("queue_full", 0),
+            "shutting_down": wstats.refused.get("shutting_down", 0),
+            "worker_dead": wstats.refused.get("worker_dead", 0),
+        }
+        for reason, count in reasons.items():
+            refused.add_metric([reason], count)
+        yield refused
+        for name, doc, value in (
+            ("admissions", "Memory reservations granted.", stats.admissions),
+            (
+                "admissions_waited",
+                "Reservations that had to wait for memory.",
+                stats.admissions_waited,
+            ),
+            ("cache_clears", "Allocator cache clears.", stats.cache_clears),
+            ("gc_runs", "Garbage collections triggered above the threshold.", stats.gc_runs),
+            ("memory_freed_bytes", "Bytes freed by cache clears and GC.", stats.bytes_freed),
+        ):
+            c = CounterMetricFamily(f"colorize_{name}", doc)
+            c.add_metric([], value)
+            yield c
+
+
+class Metrics:
+    """The service's own registry (not the global one, so tests and apps don't collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "colorize_request_duration_seconds",
+            "Request time, upload to response.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "colorize_queue_wait_seconds",
+            "Time a job waited for the worker.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "colorize_compute_duration_seconds",
+            "Device time of the batch a job ran in.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.peak_to_estimate = Histogram(
+            "colorize_memory_peak_to_estimate_ratio",
+            "Measured peak memory / estimate, per batch.",
+            ["model"],
+            buckets=RATIO_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "colorize_batch_size",
+            "Jobs per forward pass.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+    def attach(self, manager: MemoryManager, worker: Worker, engines: Mapping[str, Engine]) -> None:
+        """Start reading live values from these objects."""
+        self.registry.register(_LiveCollector(manager, worker, engines))
+        manager.observers.append(self._observe_estimate)
+        worker.batch_observers.append(lambda model, n: self.batch_size.labels(model).observe(n))
+
+    def _observe_estimate(self, model: str, estimate: int, measured: int) -> None:
+        if estimate > 0:
+            self.peak_to_estimate.labels(model).observe(measured / estimate)
+
+    def observe_job(self, job: Job) -> None:
+        """Record a finished job's phase times."""
+        if job.state is not JobState.DONE:
+            return
+        if "queue" in job.timings:
+            self.queue_seconds.labels(job.model).observe(job.timings["queue"])
+        if "compute" in job.timings:
+            self.compute_seconds.labels(job.model).observe(job.timings["compute"])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

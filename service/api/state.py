@@ -1,0 +1,34 @@
+"""The long-lived objects the lifespan owns, reachable from every request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.api.metrics import Metrics
+from service.engines.base import Engine
+from service.memory import MemoryManager
+from service.settings import Settings
+from service.worker.jobs import JobStore
+from service.worker.worker import Worker
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    manager: MemoryManager
+    engines: Mapping[str, Engine]
+    worker: Worker
+    store: JobStore
+    metrics: Metrics
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.svc
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]

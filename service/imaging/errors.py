@@ -1,0 +1,54 @@
+"""Why an uploaded image was refused; each error carries the HTTP status the API answers with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+
+class ImageError(Exception):
+    """An upload the client must fix; the HTTP layer answers `status` with `message` as detail."""
+
+    status: ClassVar[int] = 422
+    """HTTP status for this error (see GUIDE.md section 2)."""
+    title: ClassVar[str] = "invalid image"
+    """Short, fixed summary for the response's `error` field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedFormat(ImageError):
+    """Not one of the allowed image formats (a disallowed one, markup, text or unknown bytes)."""
+
+    status = 415
+    title = "unsupported image format"
+
+    def __init__(self, allowed: Iterable[str], detected: str | None = None) -> None:
+        self.allowed = tuple(allowed)
+        self.detected = detected
+        found = f"{detected} is not accepted" if detected else "unrecognised file content"
+        super().__init__(f"{found}; allowed formats: {', '.join(self.allowed)}")
+
+
+class ImageTooLarge(ImageError):
+    """Width x height is over the pixel limit (judged from the header, before decoding)."""
+
+    status = 413
+    title = "image too large"
+
+    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+        self.width = width
+        self.height = height
+        self.max_pixels = max_pixels
+        super().__init__(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels"
+        )
+
+
+class UndecodableImage(ImageError):
+    """An allowed format that cannot be decoded: empty, truncated, corrupt."""
+
+    status = 422
+    title = "undecodable image"

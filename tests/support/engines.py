@@ -1,0 +1,91 @@
+"""A real (tiny) engine whose timing and failures a test scripts: the only stand-in for the
+networks in the HTTP suites, used where a test must hold, fail or overload a job on purpose."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from service.engines.base import ColorizeRequest, Engine, InvalidRequest, MemoryModel
+from service.imaging.lab import lab_to_rgb, rgb_to_lab, to_tensor, to_uint8
+
+MiB = 1024 * 1024
+
+
+class KillWorker(BaseException):
+    """Escapes every per-job handler, as a bug in the worker loop would."""
+
+
+class ScriptedEngine(Engine):
+    """Tints the input's own luminance (a fixed a/b), on the device, with scripted behaviour."""
+
+    needs_weights = False
+
+    def __init__(
+        self,
+        device: torch.device,
+        name: str = "eccv16",
+        batchable: bool = True,
+        per_pixel_bytes: int = 64,
+        per_item_bytes: int = MiB,
+        needs_reference: bool = False,
+        takes_hints: bool = False,
+    ) -> None:
+        super().__init__(device)
+        self.name = name
+        self.batchable = batchable
+        self.needs_reference = needs_reference
+        self.takes_hints = takes_hints
+        self._model = MemoryModel(per_item_bytes=per_item_bytes, per_pixel_bytes=per_pixel_bytes)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.failures: list[BaseException] = []
+        """Raised, one per run, before computing."""
+        self.hold_bytes = 0
+        """Host memory the run keeps while it waits at the gate (moves the usage ratio)."""
+        self.batches: list[int] = []
+        self.loaded = True
+
+    @property
+    def memory_model(self) -> MemoryModel:
+        return self._model
+
+    def load(self) -> None:
+        self.loaded = True
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded
+
+    def validate(self, request: ColorizeRequest) -> None:
+        if self.needs_reference and request.reference is None:
+            raise InvalidRequest(f"the {self.name} engine needs a reference image")
+        if request.hints and not self.takes_hints:
+            raise InvalidRequest(f"engine {self.name!r} does not take hints")
+        w, h = request.size
+        for hint in request.hints:
+            if not (0 <= hint.x < w and 0 <= hint.y < h):
+                raise InvalidRequest(f"hint ({hint.x}, {hint.y}) is outside the {w}x{h} image")
+
+    def run(
+        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
+    ) -> list[np.ndarray]:
+        self.batches.append(len(requests))
+        self.started.set()
+        held = np.ones(self.hold_bytes, dtype=np.uint8) if self.hold_bytes else None
+        if not self.gate.wait(timeout=60):
+            raise RuntimeError("test gate never opened")
+        del held
+        if self.failures:
+            raise self.failures.pop(0)
+        outputs = []
+        for request in requests:
+            lab = rgb_to_lab(to_tensor(request.image, self.device))
+            lab[1].fill_(20.0)
+            lab[2].fill_(35.0)
+            outputs.append(to_uint8(lab_to_rgb(lab)))
+        return outputs
