@@ -75,8 +75,8 @@ class ScriptedEngine(Engine):
         self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
     ) -> list[np.ndarray]:
         self.batches.append(len(requests))
-        self.started.set()
         held = np.ones(self.hold_bytes, dtype=np.uint8) if self.hold_bytes else None
+        self.started.set()
         if not self.gate.wait(timeout=60):
             raise RuntimeError("test gate never opened")
         del held
