@@ -95,7 +95,8 @@ def test_client_that_disconnects_takes_its_queued_job_away(tmp_path: Path, gray_
         boundary = "xyzzy"
         body = (
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+                f"--{boundary}\r\n"
+                'Content-Disposition: form-data; name="image"; filename="a.png"\r\n'
                 f"Content-Type: image/png\r\n\r\n"
             ).encode()
             + gray_png
