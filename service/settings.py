@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 MODEL_NAMES = ("eccv16", "siggraph17", "exemplar")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
     # Pillow refuses anything above 2 x its own bomb limit (178,956,970 px) before we could.
     max_pixels: int = Field(default=40_000_000, ge=1, le=178_956_970)
     """Width x height limit, checked before pixels are decoded."""
-    allowed_formats: tuple[str, ...] = INPUT_FORMATS
+    allowed_formats: Annotated[tuple[str, ...], NoDecode] = INPUT_FORMATS
     """Pillow format names accepted on upload."""
     max_hints: int = Field(default=256, ge=0)
 
@@ -121,6 +122,8 @@ def load_settings(**overrides: object) -> Settings:
             field = str(err["loc"][0]) if err["loc"] else "?"
             problems.append(f"COLORIZE_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    except SourceError as exc:  # a value the environment source could not even parse
+        raise SettingsError(f"invalid configuration: {exc}") from None
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,55 @@
+"""Settings: every knob from COLORIZE_*, validated at start-up, errors naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings, SettingsError, default_weights_dir, load_settings
+
+BAD = [
+    ("COLORIZE_MEMORY_THRESHOLD", "1.5"),
+    ("COLORIZE_MEMORY_THRESHOLD", "0"),
+    ("COLORIZE_QUEUE_SIZE", "0"),
+    ("COLORIZE_DEVICE", "tpu"),
+    ("COLORIZE_DEVICE", "cuda:x"),
+    ("COLORIZE_DEFAULT_MODEL", "dalle"),
+    ("COLORIZE_ALLOWED_FORMATS", "PNG,SVG"),
+    ("COLORIZE_MAX_PIXELS", "999999999"),
+    ("COLORIZE_PORT", "70000"),
+    ("COLORIZE_CLEAR_CACHE", "sometimes"),
+]
+
+
+@pytest.mark.parametrize(("var", "value"), BAD, ids=[f"{v}={x}" for v, x in BAD])
+def test_a_bad_variable_fails_fast_naming_it(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert var in str(info.value) and repr(value) in str(info.value)
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COLORIZE_QUEUE_SIZE", "3")
+    monkeypatch.setenv("COLORIZE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("COLORIZE_ALLOWED_FORMATS", "jpg, png")
+    monkeypatch.setenv("COLORIZE_API_KEY", "")
+    s = load_settings()
+    assert (s.queue_size, s.weights_dir, s.allowed_formats) == (3, tmp_path, ("JPEG", "PNG"))
+    assert s.api_key is None
+
+
+def test_default_weights_dir_follows_xdg_cache_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_weights_dir() == tmp_path / "colorize-service"
+    assert Settings().weights_dir == tmp_path / "colorize-service"
+
+
+def test_api_key_is_never_shown_in_repr() -> None:
+    s = Settings(api_key="hunter2")  # type: ignore[arg-type]
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
