@@ -291,9 +291,16 @@ class Health(BaseModel):
     reasons: list[str]
 
 
-@router.get("/livez", summary="Process alive")
-async def livez() -> dict[str, str]:
-    return {"status": "alive"}
+@router.get("/livez", summary="Process alive", responses={503: {"model": ErrorBody}})
+async def livez(state: StateDep) -> JSONResponse:
+    """200 while the process can serve; 503 once the worker thread has died (restart me)."""
+    worker = state.worker
+    if worker.death is not None and not worker.draining:
+        # Readiness only takes the pod out of the Service; a dead worker never comes back, so
+        # liveness must fail for the orchestrator to restart the process.
+        detail = f"the worker thread died: {worker.death!r}"
+        return JSONResponse({"error": "worker_dead", "detail": detail}, status_code=503)
+    return JSONResponse({"status": "alive"})
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})

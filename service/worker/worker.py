@@ -240,7 +240,7 @@ class Worker:
         now = time.monotonic()
         live: list[Job] = []
         for job in batch:
-            job.timings["queue"] = now - job.created - job.timings.get("decode", 0.0)
+            job.timings["queue"] = now - job.created  # created after decoding
             if now - job.created > self.settings.job_timeout_s:
                 if job.fail(504, "timeout", "the job waited longer than the job time limit"):
                     self._count(job, "timeout")

@@ -120,6 +120,7 @@ def test_worker_death_turns_readiness_red_and_answers_every_waiter(gray_png: byt
         assert sorted(r.status_code for r in results) == [503, 503, 503]  # type: ignore[attr-defined]
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "worker thread is not running" in ready.text
+        assert client.get("/livez").status_code == 503  # so the orchestrator restarts us
         r = post(client, gray_png)
         assert r.status_code == 503 and r.json()["error"] == "worker_dead"
 
