@@ -1,0 +1,224 @@
+"""The pipeline shared by the fixed-input networks (eccv16, siggraph17).
+
+Each image is stretched to 256x256 (Pillow bicubic) and its L predicts ab at 256x256; the ab is
+resized bilinearly back to the input size and joined with the input's own full-resolution L, as
+richzhang/colorization's `preprocess_img`/`postprocess_tens` do. Only the 256x256 part runs
+batched: full-resolution work happens one image at a time, so its memory is one image's.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from service.engines import weights
+from service.engines.base import (
+    ColorizeRequest,
+    Engine,
+    EngineNotReady,
+    InvalidRequest,
+    MemoryModel,
+)
+from service.engines.networks import INPUT_SIZE
+from service.imaging.lab import lab_to_rgb, rgb_to_lab
+
+logger = logging.getLogger(__name__)
+
+# Memory constants, measured on CPU (float32, torch 2.13) as the peak bytes of live tensor
+# storages, tracked op by op with a TorchDispatchMode while `run` executes (resident weights not
+# included). `python -m tests.engines.test_fixed` re-measures them; its tests check every
+# estimate against the measured peak. Raw figures:
+#   forward pass with its 256x256 pre-processing, per item, whatever the input size:
+#     eccv16 21.50 MB, siggraph17 139.46 MB;
+#   whole-image tensors: 11.0 bytes/pixel (resized ab float32 8, output uint8 3);
+#   colour-conversion temporaries: 99.0 bytes per pixel of the current band.
+# Margins: +25% on the forward (GPU convolutions also take workspace that no tensor shows) and
+# +27% on the whole-image bytes (allocator rounding). A band gets the item's bytes, free again by
+# then, sized at BAND_PIXEL_BYTES (+21%). Measured estimate/peak: 1.19 to 1.33 from 8x8 to
+# 2048x1536, batches of 1 and 2. Not yet measured on a GPU (max_memory_allocated).
+ECCV16_ITEM_BYTES = 26 * 1024 * 1024
+SIGGRAPH17_ITEM_BYTES = 166 * 1024 * 1024
+POST_PIXEL_BYTES = 14
+BAND_PIXEL_BYTES = 120
+"""Bytes per pixel of a band's colour conversion, to size bands from `chunk_bytes`."""
+
+HINT_SIZE = 3
+"""Side, in cells of the 256x256 network grid, of the square each hint colours (clipped)."""
+
+
+class FixedInputEngine(Engine):
+    """A published network with a fixed 256x256 input; subclasses build it and call it."""
+
+    batchable = True
+    item_bytes: ClassVar[int]
+    """Measured activation bytes of one item's forward pass (see the module constants)."""
+
+    def __init__(self, device: torch.device, weights_dir: Path) -> None:
+        super().__init__(device)
+        self.weights_dir = Path(weights_dir)
+        self._network: nn.Module | None = None
+        self._load_error: str | None = None
+
+    @abstractmethod
+    def build_network(self) -> nn.Module:
+        """A fresh, untrained network in the official layout."""
+
+    @abstractmethod
+    def predict(
+        self, network: nn.Module, lightness: torch.Tensor, requests: Sequence[ColorizeRequest]
+    ) -> torch.Tensor:
+        """ab (N,2,256,256) for the batch's L (N,1,256,256) on the device."""
+
+    @property
+    def memory_model(self) -> MemoryModel:
+        return MemoryModel(
+            per_item_bytes=self.item_bytes,
+            per_pixel_bytes=POST_PIXEL_BYTES,
+            notes="measured peak of live tensors plus margin; see service/engines/fixed.py",
+        )
+
+    def load(self) -> None:
+        """Read the checkpoint, check its layout and move the network to the device."""
+        if self._network is not None:
+            return
+        try:
+            state = weights.load_state_dict(self.name, self.weights_dir)
+        except weights.WeightsError as exc:
+            self._load_error = str(exc)
+            raise EngineNotReady(self.name, str(exc)) from exc
+        # Built on the meta device and given the loaded tensors (assign=True): initialising 32M
+        # random weights only to overwrite them would cost about a second per load.
+        with torch.device("meta"):
+            network = self.build_network()
+        network.load_state_dict(state, strict=True, assign=True)
+        network.requires_grad_(False)
+        # float32 whatever the file holds: the pipeline feeds float32 and the constants assume it.
+        self._network = network.to(device=self.device, dtype=torch.float32).eval()
+        self._load_error = None
+        logger.info("%s loaded on %s from %s", self.name, self.device, self.weights_dir)
+
+    @property
+    def ready(self) -> bool:
+        return self._network is not None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self._network is not None:
+            return None
+        if self._load_error is not None:
+            return self._load_error
+        try:
+            path = weights.locate(self.name, self.weights_dir)
+        except weights.WeightsError as exc:
+            return str(exc)
+        return f"weights at {path} are not loaded yet"
+
+    def validate(self, request: ColorizeRequest) -> None:
+        image = request.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InvalidRequest(
+                f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}"
+            )
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise InvalidRequest(f"empty image {image.shape}")
+        if request.hints:
+            self.validate_hints(request)
+
+    def validate_hints(self, request: ColorizeRequest) -> None:
+        """Raise InvalidRequest for hints this engine cannot use; by default it takes none."""
+        Engine.validate(self, request)
+
+    def run(
+        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
+    ) -> list[np.ndarray]:
+        """Colorize `requests` in one forward pass; `chunk_bytes` bounds each colour conversion."""
+        network = self._network
+        if network is None:
+            raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
+        if not requests:
+            return []
+        for request in requests:
+            self.validate(request)
+        # By the time the full-resolution work starts the forward pass's activations are freed,
+        # so by default a band may use what one item's forward pass used.
+        band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
+        with torch.inference_mode(), _deterministic_convolutions():
+            resized = np.stack([_resize_rgb(r.image) for r in requests])
+            lightness = _lightness(_to_device(resized, self.device))
+            ab = self.predict(network, lightness, requests)
+            del lightness
+            return [
+                _full_resolution_rgb(r.image, ab[i : i + 1], band_bytes)
+                for i, r in enumerate(requests)
+            ]
+
+
+@contextmanager
+def _deterministic_convolutions() -> Iterator[None]:
+    """cuDNN without autotuning and with deterministic algorithms, for repeatable outputs."""
+    # benchmark=True could pick another algorithm per batch size (and per run), so an output
+    # would depend on what else was in its batch. Only these two flags change, and only for the
+    # call: cudnn.flags() would also reset TF32 and precision settings the operator chose.
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor of `array` on `device`; read-only arrays (decoded images often are) are copied."""
+    # torch.from_numpy warns on read-only memory, since the tensor could be written through.
+    writable = array if array.flags.writeable else array.copy()
+    return torch.from_numpy(writable).to(device)
+
+
+def _resize_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 stretched to the network size with Pillow's bicubic filter, as published."""
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+        (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC
+    )
+    return np.asarray(resized)
+
+
+def _lightness(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 on the device -> L (N, 1, H, W) float32, its own storage."""
+    rgb_float = rgb.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    lab = rgb_to_lab(rgb_float)
+    del rgb_float
+    # A copy, so the a and b channels' memory is freed now rather than with L.
+    return lab[:, :1].clone(memory_format=torch.contiguous_format)
+
+
+def _full_resolution_rgb(image: np.ndarray, ab: torch.Tensor, band_bytes: int) -> np.ndarray:
+    """Join the input's own L with `ab` (1,2,256,256) resized to the input: RGB uint8 (H,W,3)."""
+    # The colour conversion runs in bands of rows so that its temporaries (about 99 bytes per
+    # pixel) stay within `band_bytes`; only the resized ab and the output span the whole image.
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    ab_full = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
+    out = torch.empty((height, width, 3), dtype=torch.uint8)
+    rows = max(1, band_bytes // (BAND_PIXEL_BYTES * width))
+    for top in range(0, height, rows):
+        band = slice(top, top + rows)
+        lightness = _lightness(_to_device(image[band], ab.device)[None])
+        lab = torch.cat((lightness, ab_full[:, :, band]), dim=1)
+        del lightness
+        rgb = lab_to_rgb(lab)
+        del lab
+        rgb_u8 = rgb.mul_(255.0).round_().to(torch.uint8)
+        del rgb
+        out[band].copy_(rgb_u8[0].permute(1, 2, 0))
+    return out.numpy()

@@ -1,0 +1,74 @@
+"""Generated checkpoints (once per session), a server for them, and engines loaded from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.engines.base import ColorizeRequest
+from service.engines.eccv16 import Eccv16Engine
+from service.engines.fixed import FixedInputEngine
+from service.engines.siggraph17 import Siggraph17Engine
+from tests.support.weights_server import WeightsServer, make_weights_dir, serve_weights
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both models' generated checkpoints under their official names (seed 0)."""
+    return make_weights_dir(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def weights_server(weights_dir: Path) -> Iterator[WeightsServer]:
+    """A loopback HTTP server publishing `weights_dir`, with a manifest of its files."""
+    with serve_weights(weights_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def eccv16(weights_dir: Path) -> Eccv16Engine:
+    engine = Eccv16Engine(torch.device("cpu"), weights_dir)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def siggraph17(weights_dir: Path) -> Siggraph17Engine:
+    engine = Siggraph17Engine(torch.device("cpu"), weights_dir)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session", params=["eccv16", "siggraph17"])
+def engine(request: pytest.FixtureRequest) -> FixedInputEngine:
+    """Each fixed-input engine in turn, loaded on the CPU."""
+    loaded: FixedInputEngine = request.getfixturevalue(request.param)
+    return loaded
+
+
+PIXEL = np.array([[[200, 30, 90]]], dtype=np.uint8)
+"""A 1x1 image: the smallest input, stretched to the whole 256x256 grid."""
+
+
+class AloneOutputs:
+    """Each engine's output for a named image run on its own, computed once and kept."""
+
+    def __init__(self, images: dict[str, np.ndarray]) -> None:
+        self.images = images
+        self._kept: dict[tuple[str, str], np.ndarray] = {}
+
+    def __call__(self, engine: FixedInputEngine, image: str) -> np.ndarray:
+        key = (engine.name, image)
+        if key not in self._kept:
+            self._kept[key] = engine.run([ColorizeRequest(self.images[image])])[0]
+        return self._kept[key]
+
+
+@pytest.fixture(scope="session")
+def alone(coffee: np.ndarray) -> AloneOutputs:
+    """Outputs of single-image runs of `coffee` and `pixel`, shared by the engine suites."""
+    return AloneOutputs({"coffee": coffee, "pixel": PIXEL})

@@ -1,0 +1,340 @@
+"""Checkpoints load only when they fit, errors name the fix, and fetching is verified and whole."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from service.cli import fetch as fetch_cli
+from service.engines import weights
+from service.engines.networks import ECCV16Net
+from service.engines.weights import (
+    DownloadError,
+    IntegrityError,
+    StorageError,
+    UnknownModel,
+    WeightsCorrupt,
+    WeightsMismatch,
+    WeightsNotFound,
+)
+from tests.support.weights_server import WeightsServer, unused_port, with_entry
+
+MODELS = ["eccv16", "siggraph17"]
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_generated_checkpoint_loads_with_every_key(model: str, weights_dir: Path) -> None:
+    state = weights.load_state_dict(model, weights_dir)
+    assert len(state) == {"eccv16": 82, "siggraph17": 107}[model]
+    assert weights.locate(model, weights_dir).name == weights.OFFICIAL[model].filename
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_missing_file_names_file_directory_and_fix(model: str, tmp_path: Path) -> None:
+    with pytest.raises(WeightsNotFound) as caught:
+        weights.load_state_dict(model, tmp_path)
+    message = str(caught.value)
+    assert weights.OFFICIAL[model].filename in message
+    assert str(tmp_path) in message
+    assert f"colorize-service fetch-weights {model} --weights-dir {tmp_path}" in message
+
+
+class NotATensor:
+    """A pickled object that weights_only loading must refuse to build."""
+
+
+def truncated_checkpoint(path: Path, source: Path) -> None:
+    with open(source, "rb") as f:
+        path.write_bytes(f.read(1 << 20))
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda p, _src: p.write_bytes(b""), "unreadable"),
+        (lambda p, _src: p.write_bytes(os.urandom(4096)), "unreadable"),
+        (truncated_checkpoint, "unreadable"),
+        (lambda p, _src: torch.save({"model1.0.weight": NotATensor()}, p), "unreadable"),
+        (lambda p, _src: torch.save([torch.zeros(1)], p), "not a state dict of tensors"),
+        (lambda p, _src: torch.save({"model1.0.weight": 3}, p), "not a state dict of tensors"),
+    ],
+    ids=["empty", "random-bytes", "truncated", "pickled-object", "list", "non-tensor-value"],
+)
+def test_corrupt_file_is_reported_with_the_fix(
+    write: Callable[[Path, Path], None], reason: str, tmp_path: Path, weights_dir: Path
+) -> None:
+    entry = weights.OFFICIAL["eccv16"]
+    write(tmp_path / entry.filename, weights_dir / entry.filename)
+    with pytest.raises(WeightsCorrupt) as caught:
+        weights.load_state_dict("eccv16", tmp_path)
+    message = str(caught.value)
+    assert reason in message
+    assert entry.filename in message and str(tmp_path) in message
+    assert "colorize-service fetch-weights eccv16" in message
+
+
+def test_wrong_keys_are_named(tmp_path: Path) -> None:
+    state = ECCV16Net().state_dict()
+    del state["model1.0.bias"]
+    state["model9.0.weight"] = torch.zeros(1)
+    state["model_out.weight"] = torch.zeros(2, 529, 1, 1)
+    torch.save(state, tmp_path / weights.OFFICIAL["eccv16"].filename)
+    with pytest.raises(WeightsMismatch) as caught:
+        weights.load_state_dict("eccv16", tmp_path)
+    message = str(caught.value)
+    assert "missing keys: model1.0.bias;" in message
+    assert "unexpected keys: model9.0.weight;" in message
+    assert (
+        "mis-shaped keys: model_out.weight (file (2, 529, 1, 1), network (2, 313, 1, 1))" in message
+    )
+
+
+def test_other_models_file_lists_a_bounded_number_of_keys(
+    tmp_path: Path, weights_dir: Path
+) -> None:
+    shutil.copy(
+        weights_dir / weights.OFFICIAL["siggraph17"].filename,
+        tmp_path / weights.OFFICIAL["eccv16"].filename,
+    )
+    with pytest.raises(WeightsMismatch) as caught:
+        weights.load_state_dict("eccv16", tmp_path)
+    message = str(caught.value)
+    # 9 eccv16 keys are missing and 34 siggraph17 keys unexpected; 8 of each are named.
+    assert "missing keys: model8.0.weight, model8.0.bias," in message
+    assert "model8.6.bias (and 1 more); unexpected keys: model8up.0.weight," in message
+    assert "(and 26 more); mis-shaped keys: model1.0.weight (file (64, 4, 3, 3)" in message
+
+
+def test_unknown_model_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(
+        UnknownModel, match="no weights for model 'exemplar'; known: eccv16, siggraph17"
+    ):
+        weights.locate("exemplar", tmp_path)
+
+
+# --- fetching ------------------------------------------------------------------------------------
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_fetch_downloads_and_verifies_both(weights_server: WeightsServer, tmp_path: Path) -> None:
+    dest = tmp_path / "new" / "dir"
+    paths = weights.fetch(MODELS, weights_server.base_url, dest, weights_server.manifest, False)
+    assert paths == [dest / weights.OFFICIAL[m].filename for m in MODELS]
+    assert leftovers(dest) == sorted(p.name for p in paths)
+    for model, path in zip(MODELS, paths, strict=True):
+        assert weights.file_sha256(path) == weights_server.manifest[model].sha256
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the service's user
+
+
+def test_fetch_skips_a_file_already_correct(weights_server: WeightsServer, tmp_path: Path) -> None:
+    weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+    asked = len(weights_server.requested)
+    weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+    assert len(weights_server.requested) == asked
+
+
+def test_fetch_replaces_a_wrong_file(weights_server: WeightsServer, tmp_path: Path) -> None:
+    entry = weights_server.manifest["eccv16"]
+    (tmp_path / entry.filename).write_bytes(b"stale")
+    weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+    assert weights.file_sha256(tmp_path / entry.filename) == entry.sha256
+
+
+def refuse_after(first_bytes: int, error: BaseException) -> Callable[[int, bytes], int]:
+    """An os.write that accepts `first_bytes` and then fails, as a filling disk does."""
+    real_write = os.write
+    written = 0
+
+    def write(fd: int, data: bytes) -> int:
+        nonlocal written
+        if written >= first_bytes:
+            raise error
+        n = real_write(fd, bytes(data[: first_bytes - written]))
+        written += n
+        return n
+
+    return write
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"sha256": "0" * 64}, IntegrityError, "has SHA-256 .* expected 0000"),
+        ({"size": 1000}, IntegrityError, "is \\d+ bytes, expected 1000; not downloaded"),
+        ({"filename": "missing.pth"}, DownloadError, "missing.pth answered HTTP 404"),
+    ],
+    ids=["wrong-hash", "wrong-size", "not-found"],
+)
+def test_fetch_failure_leaves_nothing(
+    change: dict[str, object],
+    error: type[Exception],
+    message: str,
+    weights_server: WeightsServer,
+    tmp_path: Path,
+) -> None:
+    manifest = with_entry(weights_server.manifest, "eccv16", **change)
+    with pytest.raises(error, match=message):
+        weights.fetch(["eccv16"], weights_server.base_url, tmp_path, manifest, False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("http://127.0.0.1:{port}", "cannot reach http://127.0.0.1:\\d+/.*refused"),
+        ("no-scheme/w", "no-scheme/w/colorization_release_v2-9b330a0b.pth is not a URL"),
+    ],
+    ids=["unreachable-port", "not-a-url"],
+)
+def test_fetch_from_a_bad_base_url_says_so(base_url: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=message):
+        weights.fetch(["eccv16"], base_url.format(port=unused_port()), tmp_path, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), StorageError, "no space left"),
+        (OSError(errno.EIO, "Input/output error"), StorageError, "Input/output error"),
+        (KeyboardInterrupt(), KeyboardInterrupt, None),
+    ],
+    ids=["disk-full", "io-error", "ctrl-c"],
+)
+def test_fetch_interrupted_mid_write_leaves_nothing(
+    error: BaseException,
+    raised: type[BaseException],
+    message: str | None,
+    weights_server: WeightsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fakes the operating system (the write call), not our code: 3 MB land, then it fails.
+    monkeypatch.setattr(os, "write", refuse_after(3 << 20, error))
+    with pytest.raises(raised, match=message):
+        weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+    monkeypatch.undo()
+    assert leftovers(tmp_path) == []
+
+
+def test_progress_bar_stays_off_when_stderr_is_not_a_terminal(
+    weights_server: WeightsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, True)
+    assert capsys.readouterr().err == ""
+
+
+# --- the fetch-weights command -------------------------------------------------------------------
+
+
+def command(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="colorize-service")
+    fetch_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["fetch-weights", *argv])
+
+
+def test_command_fetches_into_the_given_directory(
+    weights_server: WeightsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = command(["--weights-dir", str(tmp_path), "--base-url", weights_server.base_url])
+    assert args.handler is fetch_cli.fetch_weights_command
+    assert fetch_cli.fetch_weights_command(args, weights_server.manifest) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{m}: {tmp_path / weights.OFFICIAL[m].filename}" for m in MODELS]
+    assert err == ""
+
+
+def test_command_defaults_come_from_settings(
+    weights_server: WeightsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COLORIZE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("COLORIZE_WEIGHTS_BASE_URL", weights_server.base_url)
+    args = command(["siggraph17", "--no-progress"])
+    assert fetch_cli.fetch_weights_command(args, weights_server.manifest) == 0
+    assert leftovers(tmp_path) == [weights.OFFICIAL["siggraph17"].filename]
+    assert capsys.readouterr().out == f"siggraph17: {tmp_path / 'siggraph17-df00044c.pth'}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "manifest", "code", "message"),
+    [
+        (["exemplar"], "served", 2, "no downloadable weights for 'exemplar'; choose from eccv16"),
+        (["eccv16", "vgg"], "served", 2, "no downloadable weights for 'vgg'"),
+        (["eccv16"], "wrong-hash", 1, "has SHA-256 [0-9a-f]{64}, expected 0000000000"),
+        # The server holds generated files under the official names, not the published bytes.
+        (["eccv16"], "official", 1, "is \\d+ bytes, expected 128976165; not downloaded"),
+        (["--base-url", "http://127.0.0.1:{port}"], "official", 1, "cannot reach http://127"),
+        (
+            ["--base-url", "{server}/nowhere"],
+            "served",
+            1,
+            "nowhere/colorization_release_v2-9b330a0b.pth answered HTTP 404",
+        ),
+    ],
+    ids=["exemplar-has-none", "unknown-model", "wrong-hash", "wrong-size", "unreachable", "404"],
+)
+def test_command_failures_exit_nonzero_with_one_line(
+    argv: list[str],
+    manifest: str,
+    code: int,
+    message: str,
+    weights_server: WeightsServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifests = {
+        "official": weights.OFFICIAL,
+        "served": weights_server.manifest,
+        "wrong-hash": with_entry(weights_server.manifest, "eccv16", sha256="0" * 64),
+    }
+    argv = [a.format(port=unused_port(), server=weights_server.base_url) for a in argv]
+    if "--base-url" not in argv:
+        argv += ["--base-url", weights_server.base_url]
+    args = command([*argv, "--weights-dir", str(tmp_path)])
+    assert fetch_cli.fetch_weights_command(args, manifests[manifest]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("colorize-service fetch-weights: error: ")
+    assert re.search(message, err)
+    assert leftovers(tmp_path) == []
+
+
+def test_command_reports_a_full_disk(
+    weights_server: WeightsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = command(
+        ["eccv16", "--weights-dir", str(tmp_path), "--base-url", weights_server.base_url]
+    )
+    monkeypatch.setattr(os, "write", refuse_after(1 << 20, OSError(errno.ENOSPC, "No space")))
+    code = fetch_cli.fetch_weights_command(args, weights_server.manifest)
+    monkeypatch.undo()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(
+        f"colorize-service fetch-weights: error: no space left on the device of {tmp_path} "
+        f"(writing .{weights.OFFICIAL['eccv16'].filename}."
+    )
+    assert leftovers(tmp_path) == []
