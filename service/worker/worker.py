@@ -291,7 +291,11 @@ class Worker:
 
     def _compute(self, engine: Engine, jobs: list[Job], reserved: int) -> list[np.ndarray] | None:
         requests = [j.request for j in jobs]
-        chunk = engine.memory_model.fixed_bytes or None
+        # The working chunk the estimate already covers: the exemplar's matching chunk
+        # (fixed_bytes), or for the networks the forward pass's bytes, which its colour
+        # conversion bands reuse. The OOM retry runs with a quarter of it.
+        model = engine.memory_model
+        chunk = model.fixed_bytes or model.per_item_bytes or None
         try:
             return engine.run(requests, chunk_bytes=chunk)
         except InvalidRequest as exc:
