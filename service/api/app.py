@@ -21,6 +21,7 @@ from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.encode import encode_image
 from service.memory import MemoryManager
 from service.settings import Settings, load_settings
+from service.web import mount_web
 from service.worker.jobs import JobStore
 from service.worker.worker import Worker
 
@@ -88,6 +89,7 @@ def create_app(
     )
     install_handlers(app)
     app.include_router(router)
+    mount_web(app)
     app.add_middleware(
         Guard,
         max_body_bytes=settings.max_upload_bytes,

@@ -135,6 +135,13 @@ async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Resp
     )
 
 
+class JobError(BaseModel):
+    error: str
+    detail: str
+    status: int
+    """The HTTP status /colorize would have answered for this failure."""
+
+
 class JobStatus(BaseModel):
     id: str
     state: JobState
@@ -142,7 +149,7 @@ class JobStatus(BaseModel):
     position: int | None = None
     """1-based place in the queue while queued."""
     timings: dict[str, float]
-    error: ErrorBody | None = None
+    error: JobError | None = None
     result_url: str | None = None
     result_note: str | None = None
     """Why the result is no longer available (retention), when it is not."""
@@ -152,7 +159,8 @@ class JobStatus(BaseModel):
 def _status(state: ServiceState, job: Job) -> JobStatus:
     error = None
     if job.failure is not None:
-        error = ErrorBody(error=job.failure.error, detail=job.failure.detail)
+        f = job.failure
+        error = JobError(error=f.error, detail=f.detail, status=f.status)
     available = job.state is JobState.DONE and job.result is not None
     return JobStatus(
         id=job.id,

@@ -65,6 +65,7 @@ def test_failed_job_reports_its_error(gray_png: bytes) -> None:
         job = client.post("/jobs", files={"image": ("a.png", gray_png)}).json()
         body = wait_state(client, f"/jobs/{job['id']}", {"failed"})
         assert body["error"]["error"] == "engine_error" and "boom" in body["error"]["detail"]
+        assert body["error"]["status"] == 500
         assert client.get(f"/jobs/{job['id']}/result").status_code == 409
 
 

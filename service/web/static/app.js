@@ -1,0 +1,512 @@
+// The page: pick a photo and an engine, queue a job, follow it, compare and download the result.
+"use strict";
+
+const JOB_POLL_MS = 500;
+const STATUS_POLL_MS = 2000;
+const HINT_MODELS = new Set(["siggraph17"]);
+const REFERENCE_MODELS = new Set(["exemplar"]);
+const ABOUT = {
+  eccv16: "Automatic colours (Zhang et al., ECCV 2016).",
+  siggraph17: "Automatic colours, steered by colour hints you place on the photo.",
+  exemplar: "Colours taken from a reference photo you provide.",
+};
+
+// The key lives only in this variable, never in localStorage or a cookie: closing or reloading
+// the tab forgets it, and no other page of this origin can read it back.
+let apiKey = null;
+let keyNeeded = false;
+let models = [];
+let photo = null; // {file, url, width, height}; width is 0 when the browser cannot show it
+let reference = null; // {file, url}
+let hints = []; // [{x, y, color}] in the photo's own pixels
+let resultUrl = null;
+let jobToken = 0; // a newer submission stops the polling of the older one
+let currentJob = null;
+
+const $ = (id) => document.getElementById(id);
+
+class ServiceError extends Error {
+  constructor(status, body, retryAfter) {
+    super(body.detail || body.error || `HTTP ${status}`);
+    this.status = status;
+    this.code = body.error || "";
+    this.detail = body.detail || "";
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const sentKey = apiKey;
+  if (sentKey !== null) headers.set("Authorization", `Bearer ${sentKey}`);
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers, cache: "no-store" });
+  } catch {
+    throw new ServiceError(0, { error: "network", detail: "the service could not be reached" });
+  }
+  if (response.ok) return response;
+  let body = { error: "error", detail: response.statusText };
+  try {
+    body = await response.json();
+  } catch {
+    // Not our JSON (a proxy's page, say): keep the status text.
+  }
+  if (response.status === 401) askForKey(sentKey);
+  throw new ServiceError(response.status, body, response.headers.get("Retry-After"));
+}
+
+function sentence(detail) {
+  const text = String(detail || "").trim().replace(/\.$/, "");
+  return text ? `${text}.` : "";
+}
+
+function explain(err) {
+  if (!(err instanceof ServiceError)) return `Something went wrong in the page: ${err.message}`;
+  const detail = sentence(err.detail);
+  switch (err.status) {
+    case 0:
+      return "The service could not be reached. Check the connection and try again.";
+    case 400:
+      return `The request was not accepted: ${detail}`;
+    case 401:
+      return "This service needs an API key. Enter it above, then try again.";
+    case 413:
+      return `The photo is too large: ${detail}`;
+    case 415:
+      return `That file is not in a format the service accepts: ${detail}`;
+    case 422:
+      return `The service could not read that image: ${detail}`;
+    case 503: {
+      const seconds = Number.parseInt(err.retryAfter || "", 10);
+      const when = Number.isFinite(seconds) ? `try again in ${seconds} s` : "try again shortly";
+      return `The service is busy, ${when}. (${detail})`;
+    }
+    case 504:
+      return `The photo took too long to colorize: ${detail}`;
+    case 507:
+      return `The device ran out of memory for this photo: ${detail} Try a smaller photo.`;
+    default:
+      return `The service answered ${err.status}: ${detail}`;
+  }
+}
+
+function say(text) {
+  // Re-setting the same text would make screen readers announce it again on every poll.
+  const node = $("job-status");
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function fail(text) {
+  $("error").textContent = text;
+}
+
+// --- API key ------------------------------------------------------------------------------------
+
+function askForKey(sentKey) {
+  // Answers to requests sent before the user typed a new key must not discard the new one.
+  if (sentKey !== apiKey) return;
+  keyNeeded = true;
+  apiKey = null;
+  const section = $("key-section");
+  if (sentKey !== null) {
+    $("key-message").textContent = "That key was not accepted. Check it and enter it again.";
+  } else if (section.hidden) {
+    $("key-message").textContent = "This service asks for an API key.";
+  }
+  if (!models.length) $("model").replaceChildren(new Option("Enter the API key first", ""));
+  if (section.hidden) {
+    section.hidden = false;
+    $("api-key").focus();
+  }
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("api-key");
+  apiKey = input.value.trim();
+  input.value = "";
+  keyNeeded = false;
+  $("key-section").hidden = true;
+  fail("");
+  loadModels();
+  refreshStatus();
+});
+
+// --- Engines ------------------------------------------------------------------------------------
+
+async function loadModels() {
+  try {
+    models = await (await api("/v1/models")).json();
+  } catch (err) {
+    if (err.status !== 401) fail(`The engines could not be listed. ${explain(err)}`);
+    return;
+  }
+  const select = $("model");
+  const previous = select.value;
+  select.replaceChildren();
+  const reasons = $("model-reasons");
+  reasons.replaceChildren();
+  for (const m of models) {
+    const option = new Option(`${m.name}${m.ready ? "" : " (not ready)"}`, m.name);
+    option.disabled = !m.ready;
+    select.append(option);
+    if (!m.ready) {
+      const item = document.createElement("li");
+      item.textContent = `${m.name} is not ready: ${m.reason || "not loaded"}`;
+      reasons.append(item);
+    }
+  }
+  const ready = models.filter((m) => m.ready).map((m) => m.name);
+  if (ready.includes(previous)) select.value = previous;
+  else if (ready.length) select.value = ready[0];
+  else fail("No engine is ready; see the reasons under the engine list.");
+  modelChanged();
+}
+
+function modelChanged() {
+  const name = $("model").value;
+  $("model-note").textContent = ABOUT[name] || "";
+  $("reference-drop").hidden = !REFERENCE_MODELS.has(name);
+  $("hints").hidden = !HINT_MODELS.has(name);
+  $("stage").classList.toggle("pickable", HINT_MODELS.has(name));
+  drawHints();
+}
+
+$("model").addEventListener("change", modelChanged);
+
+// --- Photo, reference, drop zones ---------------------------------------------------------------
+
+function setPhoto(file) {
+  if (photo) URL.revokeObjectURL(photo.url);
+  photo = { file, url: URL.createObjectURL(file), width: 0, height: 0 };
+  hints = [];
+  fail("");
+  const img = $("preview");
+  img.alt = `Your photo, ${file.name}`;
+  $("preview-note").textContent = "";
+  img.src = photo.url;
+  $("photo-figure").hidden = false;
+  $("empty").hidden = true;
+  drawHints();
+}
+
+$("preview").addEventListener("load", () => {
+  const img = $("preview");
+  photo.width = img.naturalWidth;
+  photo.height = img.naturalHeight;
+  $("preview-note").textContent = `${photo.width} × ${photo.height} pixels`;
+});
+
+$("preview").addEventListener("error", () => {
+  // Still let it be sent: the service says precisely what is wrong with it.
+  $("preview-note").textContent = "This browser cannot show that file; the service will check it.";
+});
+
+function setReference(file) {
+  if (reference) URL.revokeObjectURL(reference.url);
+  reference = { file, url: URL.createObjectURL(file) };
+  const thumb = $("reference-preview");
+  thumb.alt = `Colour reference, ${file.name}`;
+  thumb.src = reference.url;
+  thumb.hidden = false;
+}
+
+function dropZone(zone, input, accept) {
+  input.addEventListener("change", () => {
+    if (input.files.length) accept(input.files[0]);
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    const files = event.dataTransfer.files;
+    if (!files.length) return;
+    input.files = files;
+    accept(files[0]);
+  });
+}
+
+dropZone($("image-drop"), $("image"), setPhoto);
+dropZone($("reference-drop"), $("reference"), setReference);
+// A file dropped next to a zone would otherwise replace the page with the file.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+// --- Hints --------------------------------------------------------------------------------------
+
+function clamp(value, low, high) {
+  return Math.min(high, Math.max(low, value));
+}
+
+function addHint(x, y) {
+  hints.push({ x, y, color: $("hint-color").value });
+  drawHints();
+}
+
+$("preview").addEventListener("click", (event) => {
+  if (!HINT_MODELS.has($("model").value) || !photo || !photo.width) return;
+  // The photo is shown scaled: convert the click to the photo's own pixels.
+  const box = event.currentTarget.getBoundingClientRect();
+  const x = Math.floor(((event.clientX - box.left) * photo.width) / box.width);
+  const y = Math.floor(((event.clientY - box.top) * photo.height) / box.height);
+  addHint(clamp(x, 0, photo.width - 1), clamp(y, 0, photo.height - 1));
+});
+
+$("add-hint").addEventListener("click", () => {
+  if (!photo || !photo.width) {
+    fail("Choose a photo first, then add hints.");
+    return;
+  }
+  addHint(Math.floor(photo.width / 2), Math.floor(photo.height / 2));
+  $("hint-list").lastElementChild.querySelector("input").focus();
+});
+
+$("clear-hints").addEventListener("click", () => {
+  hints = [];
+  drawHints();
+});
+
+function numberField(text, value, max, onChange) {
+  const label = document.createElement("label");
+  label.textContent = `${text} `;
+  const input = document.createElement("input");
+  input.type = "number";
+  input.min = "0";
+  input.max = String(max);
+  input.value = String(value);
+  input.addEventListener("change", () => {
+    const parsed = Number.parseInt(input.value, 10);
+    onChange(clamp(Number.isFinite(parsed) ? parsed : 0, 0, max));
+  });
+  label.append(input);
+  return label;
+}
+
+function drawHints() {
+  const list = $("hint-list");
+  const markers = $("markers");
+  list.replaceChildren();
+  markers.replaceChildren();
+  if (!HINT_MODELS.has($("model").value) || !photo) return;
+  hints.forEach((hint, index) => {
+    const item = document.createElement("li");
+    const color = document.createElement("input");
+    color.type = "color";
+    color.value = hint.color;
+    color.setAttribute("aria-label", `Hint ${index + 1} colour`);
+    color.addEventListener("input", () => {
+      hint.color = color.value;
+      drawMarkers();
+    });
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Remove";
+    remove.setAttribute("aria-label", `Remove hint ${index + 1}`);
+    remove.addEventListener("click", () => {
+      hints.splice(index, 1);
+      drawHints();
+    });
+    item.append(
+      color,
+      numberField("x", hint.x, Math.max(0, photo.width - 1), (v) => {
+        hint.x = v;
+        drawMarkers();
+      }),
+      numberField("y", hint.y, Math.max(0, photo.height - 1), (v) => {
+        hint.y = v;
+        drawMarkers();
+      }),
+      remove,
+    );
+    list.append(item);
+  });
+  drawMarkers();
+}
+
+function drawMarkers() {
+  const markers = $("markers");
+  markers.replaceChildren();
+  if (!photo || !photo.width) return;
+  hints.forEach((hint, index) => {
+    const dot = document.createElement("span");
+    dot.className = "marker";
+    dot.textContent = String(index + 1);
+    // CSSOM properties, not a style attribute: the CSP forbids inline styles.
+    dot.style.left = `${((hint.x + 0.5) * 100) / photo.width}%`;
+    dot.style.top = `${((hint.y + 0.5) * 100) / photo.height}%`;
+    dot.style.backgroundColor = hint.color;
+    markers.append(dot);
+  });
+}
+
+// --- Jobs ---------------------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+$("job-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  fail("");
+  const model = $("model").value;
+  if (keyNeeded && apiKey === null) {
+    fail("This service needs an API key. Enter it above, then try again.");
+    return;
+  }
+  if (!photo) {
+    fail("Choose a photo first.");
+    $("image").focus();
+    return;
+  }
+  if (!model) {
+    fail("No engine is ready to colorize.");
+    return;
+  }
+  if (REFERENCE_MODELS.has(model) && !reference) {
+    fail("The exemplar engine needs a colour reference photo: choose one above.");
+    $("reference").focus();
+    return;
+  }
+  const form = new FormData();
+  form.append("image", photo.file, photo.file.name);
+  form.append("model", model);
+  form.append("format", "png");
+  if (REFERENCE_MODELS.has(model)) form.append("reference", reference.file, reference.file.name);
+  if (HINT_MODELS.has(model) && hints.length) form.append("hints", JSON.stringify(hints));
+
+  const token = ++jobToken;
+  $("submit").disabled = true;
+  say("Sending the photo…");
+  try {
+    const response = await api("/jobs", { method: "POST", body: form });
+    const job = await response.json();
+    await follow(response.headers.get("Location") || `/jobs/${job.id}`, token);
+  } catch (err) {
+    if (token === jobToken) {
+      say("");
+      fail(explain(err));
+    }
+  } finally {
+    if (token === jobToken) {
+      $("submit").disabled = false;
+      $("cancel").hidden = true;
+      currentJob = null;
+    }
+  }
+});
+
+async function follow(location, token) {
+  currentJob = location;
+  for (;;) {
+    if (token !== jobToken) return;
+    const job = await (await api(location)).json();
+    $("cancel").hidden = job.state !== "queued";
+    switch (job.state) {
+      case "queued":
+        say(`Queued: number ${job.position ?? "?"} in line.`);
+        break;
+      case "running":
+        say("Colorizing…");
+        break;
+      case "done":
+        await showResult(job);
+        return;
+      case "failed":
+        say("");
+        fail(`The job failed: ${sentence(job.error ? job.error.detail : "no reason given")}`);
+        return;
+      case "cancelled":
+        say("The job was cancelled.");
+        return;
+      default:
+        say(`The job is ${job.state}.`);
+    }
+    await sleep(JOB_POLL_MS);
+  }
+}
+
+$("cancel").addEventListener("click", async () => {
+  if (!currentJob) return;
+  try {
+    await api(currentJob, { method: "DELETE" });
+  } catch (err) {
+    fail(explain(err));
+  }
+});
+
+async function showResult(job) {
+  if (!job.result_url) {
+    say("");
+    fail(`The result is no longer available: ${sentence(job.result_note || "it expired")}`);
+    return;
+  }
+  const blob = await (await api(job.result_url)).blob();
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = URL.createObjectURL(blob);
+  $("result-img").src = resultUrl;
+  $("before-img").src = photo.url;
+  const download = $("download");
+  download.href = resultUrl;
+  download.download = `${photo.file.name.replace(/\.[^.]+$/, "")}-colorized.png`;
+  $("result-figure").hidden = false;
+  say("Done. Move the split to compare, or download the colour photo.");
+}
+
+function setSplit() {
+  const value = $("split").value;
+  $("compare").style.setProperty("--split", `${value}%`);
+  $("split").setAttribute("aria-valuetext", `${value}% original, ${100 - value}% colour`);
+}
+
+$("split").addEventListener("input", setSplit);
+setSplit();
+
+// --- Live panel ---------------------------------------------------------------------------------
+
+function percent(ratio) {
+  return Math.round(ratio * 1000) / 10;
+}
+
+async function refreshStatus() {
+  if (keyNeeded && apiKey === null) return;
+  let status;
+  try {
+    status = await (await api("/v1/status")).json();
+  } catch (err) {
+    $("panel-note").textContent = `Status unavailable: ${explain(err)}`;
+    return;
+  }
+  const used = percent(status.usage_ratio);
+  const limit = percent(status.threshold);
+  const bar = $("mem-bar");
+  bar.setAttribute("aria-valuenow", String(used));
+  bar.setAttribute("aria-valuetext", `${used}% used; threshold ${limit}%`);
+  bar.classList.toggle("over", status.usage_ratio > status.threshold);
+  $("mem-fill").style.width = `${Math.min(100, used)}%`;
+  $("mem-threshold").style.left = `${limit}%`;
+  $("mem-threshold").hidden = false;
+  $("mem-text").textContent = `${used}% used · threshold ${limit}%`;
+  $("queue").textContent = `${status.queue_depth} / ${status.queue_capacity}`;
+  $("running").textContent = String(status.jobs_running);
+  $("jobs-done").textContent = String(status.jobs_done);
+  $("device").textContent = status.device;
+  $("ready").textContent = status.ready ? "accepting jobs" : "not accepting jobs";
+  $("panel-note").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  // An engine whose weights were installed since the page loaded becomes selectable.
+  const known = Object.fromEntries(models.map((m) => [m.name, m.ready]));
+  const changed = Object.entries(status.models).some(([name, ready]) => known[name] !== ready);
+  if (models.length && changed) loadModels();
+}
+
+async function statusLoop() {
+  for (;;) {
+    if (document.visibilityState !== "hidden") await refreshStatus();
+    await sleep(STATUS_POLL_MS);
+  }
+}
+
+loadModels();
+statusLoop();
