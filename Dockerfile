@@ -79,7 +79,10 @@ COPY --from=weights --chown=10001:10001 /weights /weights
 # so memory stranded in fragmented blocks would make it refuse jobs that would fit. (Newer
 # PyTorch also reads PYTORCH_ALLOC_CONF; this name is its alias, honoured by torch 2.13.)
 # No effect on the CPU build.
+# MALLOC_ARENA_MAX=2: glibc's per-thread arenas kept ~45 MiB of RSS after a load test that two
+# arenas do not (docs/reliability.md), and the CPU budget is computed from RSS.
 ENV PATH=/opt/venv/bin:$PATH \
+    MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     COLORIZE_HOST=0.0.0.0 \

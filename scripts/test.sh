@@ -4,4 +4,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 ruff check service tests bench
 ruff format --check service tests bench
 mypy
+"$root/scripts/audit.sh"
 python -m pytest "$@"

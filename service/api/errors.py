@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.engines.base import EngineNotReady, InvalidRequest
 from service.imaging.errors import ImageError
@@ -99,8 +100,19 @@ def install_handlers(app: FastAPI) -> None:
         code = _CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client hung up mid-body: nobody reads this answer and nothing went wrong here.
+        log.debug("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client closed the connection")
+
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # A bug: log it with its traceback, tell the client nothing about our internals.
+        # A bug: log it with its traceback, tell the client nothing about our internals. This
+        # answer is sent by Starlette's outermost middleware, outside Guard: add its headers here.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "an internal error occurred; it was logged")
+        response = error_response(
+            500, "internal_error", "an internal error occurred; it was logged"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable
 
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = ("/livez", "/readyz", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
@@ -62,7 +63,7 @@ class Guard:
                 f"the request body exceeds the {self.max_body_bytes}-byte upload limit",
             )
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, self._counting(receive, _multipart_boundary(scope)), send)
 
     def _is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(OPEN_PREFIXES)
@@ -78,20 +79,52 @@ class Guard:
                 )
         return False
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, boundary: bytes | None) -> Receive:
         seen = 0
         limit = self.max_body_bytes
+        # The multipart parser accepts a body cut off before its closing delimiter and reports
+        # the unfinished part as missing; watch for the delimiter so such a body is a 400.
+        opening = b"--" + boundary if boundary else b""
+        closing = opening + b"--" if boundary else b""
+        tail = b""
+        opened = False
+        closed = not closing
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, tail, opened, closed
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                body = message.get("body", b"")
+                seen += len(body)
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                if not closed:
+                    window = tail + body
+                    opened = opened or opening in window
+                    closed = closing in window
+                    tail = window[-(len(closing) - 1) :]
+                    # A body that never used its boundary is malformed: the parser says so.
+                    if opened and not closed and not message.get("more_body", False):
+                        raise MultiPartException(
+                            "the multipart body ends before its closing boundary (truncated upload)"
+                        )
             return message
 
         return counted
+
+
+def _multipart_boundary(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind, _, params = value.partition(b";")
+            if kind.strip().lower() != b"multipart/form-data":
+                return None
+            for param in params.split(b";"):
+                key, _, raw = param.strip().partition(b"=")
+                boundary: bytes = raw.strip().strip(b'"')
+                if key.strip().lower() == b"boundary" and boundary:
+                    return boundary
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

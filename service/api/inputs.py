@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -19,6 +20,7 @@ from service.worker.jobs import Job
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 HINTS_DOC = (
     'JSON list of colour hints for siggraph17: [{"x": 10, "y": 20, "color": "#c04020"}, ...]; '
     "x, y are pixel coordinates of the input image, color is #rrggbb or [r, g, b]."
@@ -98,6 +100,8 @@ def parse_hints(text: str | None, max_hints: int) -> tuple[Hint, ...]:
         return ()
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "bad_hints", "hints is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise ApiError(400, "bad_hints", f"hints is not valid JSON: {exc}") from None
     if not isinstance(raw, list):
@@ -116,10 +120,10 @@ def _hint(index: int, item: object) -> Hint:
         raise ApiError(400, "bad_hints", f"{where}: x and y must be integers")
     rgb: tuple[int, int, int]
     if isinstance(color, str) and len(color) == 7 and color.startswith("#"):
-        try:
-            rgb = (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
-        except ValueError:
-            raise ApiError(400, "bad_hints", f"{where}: color {color!r} is not #rrggbb") from None
+        # int(..., 16) alone would accept "+1" or " f": the pattern admits hex digits only.
+        if not _HEX_COLOUR.fullmatch(color):
+            raise ApiError(400, "bad_hints", f"{where}: color {color!r} is not #rrggbb")
+        rgb = (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
     elif (
         isinstance(color, list)
         and len(color) == 3

@@ -195,7 +195,10 @@ def load_state_dict(
         # Built on the meta device: shapes only, no memory, no time spent on random init.
         with torch.device("meta"):
             expected = NETWORKS[model]().state_dict()
-        check_state_dict(state, expected, f"{model} weights {path}")
+        try:
+            check_state_dict(state, expected, f"{model} weights {path}")
+        except WeightsMismatch as exc:
+            raise WeightsMismatch(f"{exc}; {fix}") from None
     return state
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import struct
 from collections.abc import Callable, Collection
 
@@ -230,6 +231,10 @@ def probe_size(
     return width, height
 
 
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def decode_image(data: bytes, *, allowed_formats: Collection[str], max_pixels: int) -> np.ndarray:
     """Decode the first frame, upright, as C-contiguous RGB uint8 (H, W, 3); or raise ImageError."""
     fmt, width, height = _probe(data, allowed_formats)
@@ -244,16 +249,21 @@ def decode_image(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as exc:
-        # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) applies when max_pixels is set above it.
+        # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) applies when max_pixels is set above it,
+        # and it also fires for a canvas that grows past the header's size: report Pillow's count.
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise ImageTooLarge(width, height, min(max_pixels, limit)) from exc
+        counted = _BOMB_PIXELS.search(str(exc))
+        pixels = int(counted.group(1)) if counted else None
+        raise ImageTooLarge(width, height, min(max_pixels, limit), pixels) from exc
     except MemoryError:
         raise
     except Exception as exc:
         # Pillow's decoders signal bad data with many types (OSError for truncation, SyntaxError,
         # ValueError, EOFError, struct.error, IndexError...); all of it is the client's data.
+        # Their messages may carry object reprs with heap addresses: never send those.
         logger.debug("undecodable %s upload", fmt, exc_info=True)
-        raise UndecodableImage(f"corrupt or truncated {fmt} file: {exc}") from exc
+        reason = _OBJECT_REPR.sub("the upload", str(exc))
+        raise UndecodableImage(f"corrupt or truncated {fmt} file: {reason}") from exc
 
 
 # EXIF orientation -> the transpose that makes the stored pixels upright (EXIF 2.32, tag 0x0112).

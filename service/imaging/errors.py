@@ -38,13 +38,16 @@ class ImageTooLarge(ImageError):
     status = 413
     title = "image too large"
 
-    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+    def __init__(self, width: int, height: int, max_pixels: int, pixels: int | None = None) -> None:
         self.width = width
         self.height = height
         self.max_pixels = max_pixels
-        super().__init__(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels"
-        )
+        if pixels is None:
+            size, pixels = f"{width}x{height}", width * height
+        else:  # only the decoder's count is known (a canvas that outgrows its header)
+            size = "as decoded"
+        self.pixels = pixels
+        super().__init__(f"image is {size} = {pixels} pixels; the limit is {max_pixels} pixels")
 
 
 class UndecodableImage(ImageError):

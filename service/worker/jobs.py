@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 from service.engines.base import ColorizeRequest
+
+_NO_PIXELS = np.empty((0, 0, 3), dtype=np.uint8)
 
 
 class JobState(str, Enum):
@@ -90,8 +94,9 @@ class Job:
             self.result = result
             self.failure = failure
             self.finished_at = time.monotonic()
-            # The input is not needed any more: free its pixels before the result is collected.
-            self.request = ColorizeRequest(image=self.request.image[:0, :0])
+            # The input is not needed any more: free its pixels before the result is collected
+            # (a fresh empty array: a slice would be a view that keeps the whole image alive).
+            self.request = ColorizeRequest(image=_NO_PIXELS)
             callbacks, self._callbacks = self._callbacks, []
             self._done.set()
         for callback in callbacks:

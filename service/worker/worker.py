@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from service.engines.base import Engine, InvalidRequest
+from service.engines.base import ColorizeRequest, Engine, InvalidRequest
 from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.settings import Settings
 from service.worker.jobs import Job, JobState
@@ -55,6 +55,26 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in text or "can't allocate memory" in text
     )
+
+
+class EngineContractError(RuntimeError):
+    """An engine answered something other than one RGB image per request, each of its size."""
+
+
+def _checked(
+    engine: Engine, requests: Sequence[ColorizeRequest], outputs: list[np.ndarray]
+) -> list[np.ndarray]:
+    if len(outputs) != len(requests):
+        raise EngineContractError(
+            f"{engine.name} returned {len(outputs)} images for {len(requests)} requests"
+        )
+    for request, out in zip(requests, outputs, strict=True):
+        w, h = request.size
+        if out.shape != (h, w, 3) or out.dtype != np.uint8:
+            raise EngineContractError(
+                f"{engine.name} returned {out.dtype} {out.shape} for a {w}x{h} image"
+            )
+    return outputs
 
 
 @dataclass
@@ -297,7 +317,7 @@ class Worker:
         model = engine.memory_model
         chunk = model.fixed_bytes or model.per_item_bytes or None
         try:
-            return engine.run(requests, chunk_bytes=chunk)
+            return _checked(engine, requests, engine.run(requests, chunk_bytes=chunk))
         except InvalidRequest as exc:
             self._fail_all(jobs, 422, "invalid_request", str(exc), "invalid")
             return None
@@ -311,7 +331,9 @@ class Worker:
         try:
             # One retry, smaller: one image at a time, and a quarter of the working chunk.
             smaller = None if chunk is None else max(1 << 20, chunk // 4)
-            return [engine.run([r], chunk_bytes=smaller)[0] for r in requests]
+            return [
+                _checked(engine, [r], engine.run([r], chunk_bytes=smaller))[0] for r in requests
+            ]
         except Exception as exc:
             if not is_out_of_memory(exc):
                 log.exception("engine %s failed on retry", engine.name)
@@ -336,7 +358,10 @@ class Worker:
         except Exception as exc:
             outcome = "oom" if is_out_of_memory(exc) else "error"
             log.exception("encoding job %s failed", job.id)
-            if job.fail(507 if outcome == "oom" else 500, "encode_failed", str(exc)):
+            what = "out of memory while encoding" if outcome == "oom" else "encoding failed"
+            # A bare MemoryError() has no message: say what happened ourselves.
+            detail = str(exc) or f"{what} ({type(exc).__name__})"
+            if job.fail(507 if outcome == "oom" else 500, "encode_failed", detail):
                 self._count(job, outcome)
             return
         job.timings["encode"] = time.monotonic() - started

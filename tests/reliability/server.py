@@ -1,0 +1,109 @@
+"""`python -m tests.reliability.server`: the service as `colorize-service serve` runs it
+(DrainingServer, create_app, COLORIZE_* settings), with scripted engines, on a loopback port.
+
+Prints `LISTENING <port>` once it accepts connections. Extra knobs, for the tests only:
+
+- RELIABILITY_DELAY_S: seconds each scripted run takes (a slow device, so queues fill).
+- RELIABILITY_GATE_FILE: the eccv16 engine holds every run until this file exists.
+- RELIABILITY_REAL_EXEMPLAR=1: "exemplar" is the real ExemplarEngine, not a scripted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import uvicorn
+
+from service.api.app import create_app
+from service.cli.serve import DrainingServer
+from service.engines.base import ColorizeRequest, Engine
+from service.engines.exemplar import ExemplarEngine
+from service.settings import load_settings
+from tests.reliability.live import loopback_socket
+from tests.support.engines import ScriptedEngine
+
+
+class SlowEngine(ScriptedEngine):
+    """A ScriptedEngine whose every run takes at least `delay_s` (a busy device)."""
+
+    def __init__(self, *args: object, delay_s: float = 0.0, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.delay_s = delay_s
+
+    def run(
+        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
+    ) -> list[np.ndarray]:
+        started = time.monotonic()
+        outputs = super().run(requests, chunk_bytes)
+        time.sleep(max(0.0, self.delay_s - (time.monotonic() - started)))
+        return outputs
+
+
+def open_gate_when(path: Path, engine: ScriptedEngine) -> None:
+    """Close `engine`'s gate now; open it once `path` exists (the test creates it)."""
+    engine.gate.clear()
+
+    def watch() -> None:
+        while not path.exists():
+            time.sleep(0.02)
+        engine.gate.set()
+
+    threading.Thread(target=watch, name="gate-file", daemon=True).start()
+
+
+def build_engines(device: torch.device) -> dict[str, Engine]:
+    delay = float(os.environ.get("RELIABILITY_DELAY_S", "0"))
+    eccv16 = SlowEngine(device, "eccv16", delay_s=delay)
+    engines: dict[str, Engine] = {
+        "eccv16": eccv16,
+        "siggraph17": SlowEngine(device, "siggraph17", takes_hints=True, delay_s=delay),
+        "exemplar": (
+            ExemplarEngine(device)
+            if os.environ.get("RELIABILITY_REAL_EXEMPLAR") == "1"
+            else SlowEngine(
+                device, "exemplar", batchable=False, needs_reference=True, delay_s=delay
+            )
+        ),
+    }
+    gate = os.environ.get("RELIABILITY_GATE_FILE")
+    if gate:
+        open_gate_when(Path(gate), eccv16)
+    return engines
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings, engines=build_engines(torch.device("cpu")))
+    sock = loopback_socket()
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+    server = DrainingServer(config, app)
+    # Announce the port once uvicorn is up, from a thread that polls its `started` flag.
+    port = sock.getsockname()[1]
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.01)
+        print(f"LISTENING {port}", flush=True)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
