@@ -1,0 +1,56 @@
+"""Generated weights and small grayscale photos on disk, for the command-line suites."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import DATA_DIR
+from tests.support.weights_server import make_weights_dir
+
+SIZE = (128, 96)
+"""(width, height) of the test photos: small enough for every engine to run in well under 1 s."""
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated eccv16 and siggraph17 checkpoints under their official names (seed 0)."""
+    return make_weights_dir(tmp_path_factory.mktemp("weights"))
+
+
+@dataclass(frozen=True)
+class Photos:
+    """Grayscale inputs and a colour reference, written once per session."""
+
+    folder: Path
+    astronaut: Path
+    """astronaut.png downscaled to SIZE, saved as an 8-bit grayscale PNG."""
+    coffee: Path
+    """coffee.png the same way, as a grayscale JPEG."""
+    reference: Path
+    """astronaut.png downscaled to SIZE, in colour: the exemplar engine's reference."""
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
+    folder = tmp_path_factory.mktemp("photos")
+    with Image.open(DATA_DIR / "astronaut.png") as im:
+        small = im.convert("RGB").resize(SIZE, Image.Resampling.LANCZOS)
+    small.convert("L").save(folder / "astronaut.png")
+    small.save(folder / "reference.png")
+    with Image.open(DATA_DIR / "coffee.png") as im:
+        im.convert("L").resize(SIZE, Image.Resampling.LANCZOS).save(folder / "coffee.jpg")
+    return Photos(folder, folder / "astronaut.png", folder / "coffee.jpg", folder / "reference.png")
+
+
+@pytest.fixture
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings from defaults only: a developer's COLORIZE_* variables must not change results."""
+    for name in [n for n in os.environ if n.startswith("COLORIZE_")]:
+        monkeypatch.delenv(name)
+    yield
