@@ -7,7 +7,6 @@ service/engines/fixed.py (prints the raw figures its comment quotes).
 from __future__ import annotations
 
 import tempfile
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 from skimage import color
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from service.engines import fixed
 from service.engines.base import ColorizeRequest, EngineNotReady, Hint, InvalidRequest
@@ -27,6 +24,7 @@ from service.engines.registry import create_engine
 from service.engines.siggraph17 import Siggraph17Engine, grid_cell, hint_planes
 from service.engines.weights import OFFICIAL
 from tests.engines.conftest import PIXEL, AloneOutputs
+from tests.support.memory import LiveTensorBytes
 from tests.support.weights_server import make_weights_dir
 
 ENGINES: dict[str, Callable[[torch.device, Path], FixedInputEngine]] = {
@@ -38,49 +36,8 @@ ENGINES: dict[str, Callable[[torch.device, Path], FixedInputEngine]] = {
 # --- measuring: the peak bytes of live tensors ---------------------------------------------------
 
 
-class PeakTensorBytes(TorchDispatchMode):
-    """Tracks the bytes of tensor storages created inside the block while they are alive.
-
-    Every op's outputs are seen here; a storage is counted once (views share it) and uncounted
-    when it is freed, so `peak` is the largest total of live tensor bytes at any moment, which is
-    what `torch.cuda.max_memory_allocated` reports on a GPU minus kernel workspaces.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: dict[int, int] = {}
-
-    def __torch_dispatch__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor):
-                self._count(tensor.untyped_storage())
-        return out
-
-    def _count(self, storage: torch.UntypedStorage) -> None:
-        key = id(storage)
-        if key in self._seen:
-            return
-        nbytes = storage.nbytes()
-        self._seen[key] = nbytes
-        self.live += nbytes
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(storage, self._free, key)
-
-    def _free(self, key: int) -> None:
-        self.live -= self._seen.pop(key)
-
-
 def measured_peak(engine: FixedInputEngine, images: list[np.ndarray], **kwargs: Any) -> int:
-    with PeakTensorBytes() as tracker:
+    with LiveTensorBytes() as tracker:
         engine.run([ColorizeRequest(image) for image in images], **kwargs)
     return tracker.peak
 
@@ -316,9 +273,9 @@ def remeasure() -> None:
             pixels = height * width
             rows = 16
             with torch.inference_mode():
-                with PeakTensorBytes() as whole:
+                with LiveTensorBytes() as whole:
                     fixed._full_resolution_rgb(image, ab, 1 << 40)
-                with PeakTensorBytes() as banded:
+                with LiveTensorBytes() as banded:
                     fixed._full_resolution_rgb(image, ab, fixed.BAND_PIXEL_BYTES * width * rows)
             # peak = whole-image bytes/px x pixels + band bytes/px x band pixels, for both runs.
             band_pixels = rows * width
