@@ -11,7 +11,7 @@ from tests.api.conftest import decode, running_app
 from tests.support.engines import ScriptedEngine
 
 
-def wait_state(client: TestClient, url: str, states: set[str], timeout: float = 10.0) -> dict:  # type: ignore[type-arg]
+def wait_state(client: TestClient, url: str, states: set[str], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(url).json()

@@ -14,6 +14,7 @@ from service.memory import CudaBackend, MemoryManager
 from tests.api.conftest import running_app
 from tests.support.engines import KillWorker, ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
+from tests.support.live import wait_for
 
 
 def post(client: TestClient, png: bytes, **data: str):  # type: ignore[no-untyped-def]
@@ -37,9 +38,7 @@ def test_full_queue_answers_503_with_retry_after(gray_png: bytes) -> None:
         engine: ScriptedEngine = engines["eccv16"]  # type: ignore[assignment]
         engine.gate.clear()
         threads, results = in_threads(3, lambda: post(client, gray_png))
-        deadline = time.monotonic() + 5
-        while client.get("/v1/status").json()["queue_depth"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.get("/v1/status").json()["queue_depth"] >= 2, timeout=60)
         r = post(client, gray_png)
         assert r.status_code == 503 and r.json()["error"] == "queue_full"
         assert int(r.headers["retry-after"]) >= 1
@@ -110,9 +109,7 @@ def test_worker_death_turns_readiness_red_and_answers_every_waiter(gray_png: byt
         engine.gate.clear()
         engine.failures.append(KillWorker())
         threads, results = in_threads(3, lambda: post(client, gray_png))
-        deadline = time.monotonic() + 5
-        while client.get("/v1/status").json()["queue_depth"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.get("/v1/status").json()["queue_depth"] >= 2, timeout=60)
         engine.gate.set()
         for t in threads:
             t.join(timeout=10)
@@ -132,9 +129,7 @@ def test_batchable_jobs_share_a_forward_pass(gray_png: bytes) -> None:
         first, _ = in_threads(1, lambda: post(client, gray_png))
         assert engine.started.wait(5)
         threads, results = in_threads(4, lambda: post(client, gray_png))
-        deadline = time.monotonic() + 5
-        while client.get("/v1/status").json()["queue_depth"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.get("/v1/status").json()["queue_depth"] >= 4, timeout=60)
         engine.gate.set()
         for t in first + threads:
             t.join()
