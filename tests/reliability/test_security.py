@@ -173,15 +173,22 @@ def test_the_key_is_compared_in_constant_time(
 
 
 def test_the_key_never_appears_in_any_log_line(
-    gray_png: bytes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    gray_png: bytes,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     # A real uvicorn with its access log on, every logger at DEBUG, the key (and a near miss)
     # sent with requests that succeed, fail, overflow and crash an engine.
     caplog.set_level(logging.DEBUG)
-    # Any uvicorn.Config built earlier in this process applied uvicorn's default logging config,
-    # which stops its loggers propagating to the root logger, where caplog listens.
+    # Any uvicorn.Config built earlier in this process applied uvicorn's logging config: its
+    # loggers stop propagating to the root logger (where caplog listens) and take that test's
+    # level. Undo both for this test.
     for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
-        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "propagate", True)
+        request.addfinalizer(lambda lg=logger, old=logger.level: lg.setLevel(old))  # type: ignore[misc]
+        logger.setLevel(logging.DEBUG)
     app = keyed_app(max_upload_bytes=64 * 1024)
     with serve_in_thread(app, access_log=True) as url:
         engine: ScriptedEngine = app.state.svc.engines["eccv16"]
