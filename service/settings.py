@@ -54,10 +54,22 @@ class Settings(BaseSettings):
     """Jobs waiting for the worker; one more gets 503 with Retry-After."""
     job_timeout_s: float = Field(default=120.0, gt=0.0)
     """Queue wait plus compute; past it the request gets 504."""
-    batch_max_size: int = Field(default=8, ge=1)
-    """Jobs of one fixed-input engine that share a forward pass."""
+    batch_max_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    """Jobs of one fixed-input engine that share a forward pass; `auto`: 8 on CUDA, else 1.
+
+    Measured on a 2-core CPU (docs/performance.md): batches gain nothing there (0.89-1.01x
+    images/s in-process, 0.90-0.94x through HTTP at 8 clients) and hold every job of a batch
+    until the last is done, so the CPU default is 1. GPUs are where batching pays (not measured
+    yet: `python -m bench.run --device cuda` does)."""
     batch_max_wait_ms: float = Field(default=5.0, ge=0.0)
-    """How long the worker waits for a batch to fill once the queue runs dry."""
+    """How long the worker waits for a batch to fill once the queue runs dry (a lone request
+    pays all of it: measured +5.2 ms queue time at 5, +20.3 ms at 20)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Network precision: fp32, or autocast to bf16/fp16 where the device supports it and the
+    outputs stay within tolerance of fp32 (checked at load; see service/engines/fast.py)."""
+    channels_last: bool = False
+    """Run the networks' convolutions in NHWC memory format (CPU forward: 1.02x eccv16, 1.12x
+    siggraph17; outputs within one 8-bit level)."""
     shutdown_grace_s: float = Field(default=20.0, ge=0.0)
     """On SIGTERM, how long the running job may take before the process exits."""
 

@@ -17,6 +17,7 @@ from service.api.routes import router
 from service.api.state import ServiceState
 from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
+from service.engines.fast import FastPath
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.encode import encode_image
 from service.memory import MemoryManager
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine]:
     """Build every engine; those without weights stay unready and say how to fetch them."""
     engines: dict[str, Engine] = {}
+    fast = FastPath(precision=settings.precision, channels_last=settings.channels_last)
     for name in ENGINE_NAMES:
-        engine = create_engine(name, manager.device, settings.weights_dir)
+        engine = create_engine(name, manager.device, settings.weights_dir, fast)
         try:
             engine.load()
         except EngineNotReady as exc:

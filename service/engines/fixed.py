@@ -8,9 +8,10 @@ batched: full-resolution work happens one image at a time, so its memory is one 
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +30,7 @@ from service.engines.base import (
     InvalidRequest,
     MemoryModel,
 )
+from service.engines.fast import Accelerated, FastPath
 from service.engines.networks import INPUT_SIZE
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
 
@@ -55,6 +57,9 @@ BAND_PIXEL_BYTES = 120
 HINT_SIZE = 3
 """Side, in cells of the 256x256 network grid, of the square each hint colours (clipped)."""
 
+_PROBE_REQUEST = ColorizeRequest(np.zeros((1, 1, 3), dtype=np.uint8))
+"""Stands for each item of the precision probe (no hints): `predict` only reads its hints."""
+
 
 class FixedInputEngine(Engine):
     """A published network with a fixed 256x256 input; subclasses build it and call it."""
@@ -63,10 +68,15 @@ class FixedInputEngine(Engine):
     item_bytes: ClassVar[int]
     """Measured activation bytes of one item's forward pass (see the module constants)."""
 
-    def __init__(self, device: torch.device, weights_dir: Path) -> None:
+    def __init__(
+        self, device: torch.device, weights_dir: Path, fast: FastPath | None = None
+    ) -> None:
         super().__init__(device)
         self.weights_dir = Path(weights_dir)
+        self.fast = fast or FastPath()
+        """Precision, memory format and uploads (COLORIZE_PRECISION, COLORIZE_CHANNELS_LAST)."""
         self._network: nn.Module | None = None
+        self._accelerated: Accelerated | None = None
         self._load_error: str | None = None
 
     @abstractmethod
@@ -102,10 +112,29 @@ class FixedInputEngine(Engine):
             network = self.build_network()
         network.load_state_dict(state, strict=True, assign=True)
         network.requires_grad_(False)
-        # float32 whatever the file holds: the pipeline feeds float32 and the constants assume it.
-        self._network = network.to(device=self.device, dtype=torch.float32).eval()
+        # float32 whatever the file holds: the pipeline feeds float32 and the constants assume it
+        # (reduced precision is autocast around the forward pass, never the stored weights).
+        network = network.to(device=self.device, dtype=torch.float32).eval()
+        self._accelerated = self.fast.prepare(network, self.device, self._probe)
+        self._network = network
         self._load_error = None
-        logger.info("%s loaded on %s from %s", self.name, self.device, self.weights_dir)
+        logger.info(
+            "%s loaded on %s from %s (%s%s)",
+            self.name,
+            self.device,
+            self.weights_dir,
+            self._accelerated.precision,
+            ", channels_last" if self.fast.channels_last else "",
+        )
+
+    def _probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
+        """ab of the network for L (N,1,256,256), no hints: the fast path's precision check."""
+        return self.predict(network, lightness, [_PROBE_REQUEST] * lightness.shape[0])
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in (fp32 until loaded)."""
+        return "fp32" if self._accelerated is None else self._accelerated.precision
 
     @property
     def ready(self) -> bool:
@@ -142,8 +171,8 @@ class FixedInputEngine(Engine):
         self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
     ) -> list[np.ndarray]:
         """Colorize `requests` in one forward pass; `chunk_bytes` bounds each colour conversion."""
-        network = self._network
-        if network is None:
+        network, accelerated = self._network, self._accelerated
+        if network is None or accelerated is None:
             raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
         if not requests:
             return []
@@ -154,11 +183,15 @@ class FixedInputEngine(Engine):
         band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
         with torch.inference_mode(), _deterministic_convolutions():
             resized = np.stack([_resize_rgb(r.image) for r in requests])
-            lightness = _lightness(_to_device(resized, self.device))
-            ab = self.predict(network, lightness, requests)
+            lightness = _lightness(accelerated.upload(resized))
+            with accelerated.autocast():
+                ab = self.predict(network, lightness, requests)
+            # Back to float32 (a no-op unless autocast ran) and the default memory format, so
+            # the full-resolution work below is the same whatever the fast path did.
+            ab = ab.float().contiguous()
             del lightness
             return [
-                _full_resolution_rgb(r.image, ab[i : i + 1], band_bytes)
+                _full_resolution_rgb(r.image, ab[i : i + 1], band_bytes, accelerated.upload)
                 for i, r in enumerate(requests)
             ]
 
@@ -202,8 +235,18 @@ def _lightness(rgb: torch.Tensor) -> torch.Tensor:
     return lab[:, :1].clone(memory_format=torch.contiguous_format)
 
 
-def _full_resolution_rgb(image: np.ndarray, ab: torch.Tensor, band_bytes: int) -> np.ndarray:
-    """Join the input's own L with `ab` (1,2,256,256) resized to the input: RGB uint8 (H,W,3)."""
+def _full_resolution_rgb(
+    image: np.ndarray,
+    ab: torch.Tensor,
+    band_bytes: int,
+    upload: Callable[[np.ndarray], torch.Tensor] | None = None,
+) -> np.ndarray:
+    """Join the input's own L with `ab` (1,2,256,256) resized to the input: RGB uint8 (H,W,3).
+
+    `upload` moves a band of the image to the device (pinned memory on CUDA: Accelerated.upload).
+    """
+    if upload is None:
+        upload = functools.partial(_to_device, device=ab.device)
     # The colour conversion runs in bands of rows so that its temporaries (about 99 bytes per
     # pixel) stay within `band_bytes`; only the resized ab and the output span the whole image.
     image = np.ascontiguousarray(image)
@@ -213,7 +256,7 @@ def _full_resolution_rgb(image: np.ndarray, ab: torch.Tensor, band_bytes: int) -
     rows = max(1, band_bytes // (BAND_PIXEL_BYTES * width))
     for top in range(0, height, rows):
         band = slice(top, top + rows)
-        lightness = _lightness(_to_device(image[band], ab.device)[None])
+        lightness = _lightness(upload(image[band])[None])
         lab = torch.cat((lightness, ab_full[:, :, band]), dim=1)
         del lightness
         rgb = lab_to_rgb(lab)

@@ -10,6 +10,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -77,6 +78,17 @@ def _checked(
     return outputs
 
 
+def batch_limit(setting: int | Literal["auto"], device: torch.device) -> int:
+    """COLORIZE_BATCH_MAX_SIZE for `device`: `auto` is 8 on CUDA, 1 elsewhere.
+
+    On a CPU a shared forward pass gains nothing and every job in the batch waits for the last
+    one (docs/performance.md); GPUs are where batching pays.
+    """
+    if setting == "auto":
+        return 8 if device.type == "cuda" else 1
+    return setting
+
+
 @dataclass
 class WorkerStats:
     """Counters for /metrics, read at scrape time."""
@@ -103,6 +115,8 @@ class Worker:
         self.manager = manager
         self.settings = settings
         self.encode = encode
+        self.batch_max_size = batch_limit(settings.batch_max_size, manager.device)
+        """Jobs per forward pass of a batchable engine: COLORIZE_BATCH_MAX_SIZE, `auto` resolved."""
         self.stats = WorkerStats()
         self.batch_observers: list[Callable[[str, int], None]] = []
         self._queue: deque[Job] = deque()
@@ -234,7 +248,7 @@ class Worker:
             first = self._queue.popleft()
             batch = [first]
             engine = self.engines.get(first.model)
-            limit = self.settings.batch_max_size if engine and engine.batchable else 1
+            limit = self.batch_max_size if engine and engine.batchable else 1
             deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000.0
             while len(batch) < limit:
                 self._take_same_model(batch, limit)
@@ -399,4 +413,4 @@ class Worker:
 
     def _retry_after(self) -> int:
         # A rough drain time of the queue: depth x recent per-job time, at least one second.
-        return max(1, min(60, len(self._queue) // max(1, self.settings.batch_max_size)))
+        return max(1, min(60, len(self._queue) // self.batch_max_size))

@@ -19,6 +19,7 @@ from skimage import color
 from service.engines import fixed
 from service.engines.base import ColorizeRequest, EngineNotReady, Hint, InvalidRequest
 from service.engines.eccv16 import Eccv16Engine
+from service.engines.fast import FastPath, Tolerance
 from service.engines.fixed import FixedInputEngine
 from service.engines.registry import create_engine
 from service.engines.siggraph17 import Siggraph17Engine, grid_cell, hint_planes
@@ -222,6 +223,44 @@ def test_registry_builds_an_engine_that_loads(model: str, weights_dir: Path) -> 
     assert engine.not_ready_reason == f"weights at {path} are not loaded yet"
     engine.load()
     assert engine.ready and engine.not_ready_reason is None
+
+
+# --- the fast path (service/engines/fast.py; its own tests are in tests/bench/test_fast_path.py) -
+
+
+@pytest.mark.parametrize("model", ["eccv16", "siggraph17"])
+def test_channels_last_output_is_within_one_level_of_the_default(
+    model: str,
+    weights_dir: Path,
+    alone: AloneOutputs,
+    coffee: np.ndarray,
+    request: pytest.FixtureRequest,
+) -> None:
+    default = alone(request.getfixturevalue(model), "coffee")
+    engine = ENGINES[model](torch.device("cpu"), weights_dir, FastPath(channels_last=True))
+    engine.load()
+    assert engine.precision == "fp32"
+    ours = engine.run([ColorizeRequest(coffee)])[0]
+    assert np.abs(ours.astype(int) - default.astype(int)).max() <= 1
+
+
+def test_bf16_beyond_the_tolerance_leaves_the_engine_in_fp32(
+    weights_dir: Path, eccv16: Eccv16Engine, alone: AloneOutputs, coffee: np.ndarray
+) -> None:
+    # With generated weights bf16 moves ab by ~4.7 units on average (tolerance 1.0): refused.
+    engine = Eccv16Engine(torch.device("cpu"), weights_dir, FastPath(precision="bf16"))
+    engine.load()
+    assert engine.precision == "fp32"
+    assert np.array_equal(engine.run([ColorizeRequest(coffee)])[0], alone(eccv16, "coffee"))
+
+
+def test_bf16_within_its_tolerance_runs_in_bf16(weights_dir: Path, coffee: np.ndarray) -> None:
+    loose = FastPath(precision="bf16", tolerance=Tolerance(mean_ab=20.0, p99_ab=120.0))
+    engine = Siggraph17Engine(torch.device("cpu"), weights_dir, loose)
+    engine.load()
+    assert engine.precision == "bf16"
+    out = engine.run([ColorizeRequest(coffee)])[0]
+    assert out.shape == coffee.shape and out.dtype == np.uint8
 
 
 # --- memory --------------------------------------------------------------------------------------
