@@ -130,12 +130,18 @@ def check_upload(client: TestClient, r: Response, bad: Bad, path: str) -> None:
 
 
 def test_the_peak_meter_sees_a_real_allocation(peak: CpuBackend) -> None:
-    # Guards the memory assertions below: they would pass vacuously with a blind meter.
-    base = peak.reset_peak()
-    block = np.ones(4 * PEAK_ALLOWANCE // 3, dtype=np.uint8)
-    grown = peak.peak() - base
-    del block
-    assert grown > PEAK_ALLOWANCE
+    # Guards the memory assertions below: they would pass vacuously with a blind meter. Another
+    # thread of this process freeing memory inside the window can hide the growth once (RSS falls
+    # as much as the block adds), so the meter gets three tries; a blind one fails all three.
+    seen = []
+    for _ in range(3):
+        base = peak.reset_peak()
+        block = np.ones(4 * PEAK_ALLOWANCE // 3, dtype=np.uint8)
+        seen.append(peak.peak() - base)
+        del block
+        if seen[-1] > PEAK_ALLOWANCE:
+            break
+    assert max(seen) > PEAK_ALLOWANCE, seen
 
 
 @pytest.mark.parametrize("path", list(UPLOAD_PATHS))

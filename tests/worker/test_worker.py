@@ -37,15 +37,18 @@ def test_full_queue_answers_503_with_retry_after(gray_png: bytes) -> None:
     with running_app(queue_size=2, batch_max_size=1) as (client, engines):
         engine: ScriptedEngine = engines["eccv16"]  # type: ignore[assignment]
         engine.gate.clear()
-        threads, results = in_threads(3, lambda: post(client, gray_png))
-        wait_for(lambda: client.get("/v1/status").json()["queue_depth"] >= 2, timeout=60)
+        ids = [client.post("/jobs", files={"image": ("a.png", gray_png)}).json()["id"]]
+        assert engine.started.wait(30)  # the first job holds the device
+        ids += [
+            client.post("/jobs", files={"image": ("a.png", gray_png)}).json()["id"]
+            for _ in range(2)
+        ]
+        assert client.get("/v1/status").json()["queue_depth"] == 2
         r = post(client, gray_png)
         assert r.status_code == 503 and r.json()["error"] == "queue_full"
         assert int(r.headers["retry-after"]) >= 1
         engine.gate.set()
-        for t in threads:
-            t.join()
-        assert [x.status_code for x in results] == [200, 200, 200]  # type: ignore[attr-defined]
+        wait_for(lambda: all(client.get(f"/jobs/{i}").json()["state"] == "done" for i in ids))
         assert post(client, gray_png).status_code == 200
 
 
