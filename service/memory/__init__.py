@@ -1,5 +1,6 @@
 """Device memory: measurement, admission budget, cache clearing and garbage collection."""
 
+from service.memory import heap
 from service.memory.backends import (
     CpuBackend,
     CudaBackend,
@@ -30,4 +31,5 @@ __all__ = [
     "MpsBackend",
     "NeverFits",
     "Reservation",
+    "heap",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import psutil
 import torch
 
+from service.memory import heap
 from service.memory.capacity import host_capacity_bytes
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,10 @@ class CpuBackend:
     """
 
     kind = "cpu"
+    trim_slack_bytes = 32 << 20
+    """Freed heap that may stay resident: trimming makes the next job fault its pages in again
+    (measured: trimming after every job cost 2.6 % with the real networks, ~30 % with tiny jobs),
+    and no more than this can be reclaimed when the RSS has grown less since the last trim."""
 
     def __init__(
         self,
@@ -149,6 +154,7 @@ class CpuBackend:
         self.proc_self = proc_self
         self.cgroup_root = cgroup_root
         self._process = psutil.Process(os.getpid())
+        self._trimmed_at = self._rss()
         self._total = host_capacity_bytes(proc_self / "cgroup", cgroup_root)
         self._hwm_resettable = True
 
@@ -161,7 +167,14 @@ class CpuBackend:
         )
 
     def empty_cache(self) -> None:
-        """The CPU allocator keeps no cache we can return."""
+        """Give the C heap's free pages back to the kernel (service/memory/heap.py), once the
+        RSS has grown by `trim_slack_bytes` since the last time."""
+        rss = self._rss()
+        if rss - self._trimmed_at < self.trim_slack_bytes:
+            self._trimmed_at = min(self._trimmed_at, rss)
+            return
+        heap.trim()
+        self._trimmed_at = self._rss()
 
     def reset_peak(self) -> int:
         try:

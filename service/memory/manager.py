@@ -126,11 +126,15 @@ class MemoryManager:
     # -- the original interface ---------------------------------------------------------------
 
     def clear_cache(self) -> int:
-        """Return cached allocator blocks to the driver; the bytes it freed (0 on CPU)."""
-        before = self.backend.read().reserved
+        """Hand cached blocks back (CPU: free heap pages to the kernel); the bytes freed."""
+        before = self.backend.read()
         self.backend.empty_cache()
-        after = self.backend.read().reserved
-        freed = max(0, (before or 0) - (after or 0))
+        after = self.backend.read()
+        # CPU has no allocator counters: what the process gave back shows in its RSS.
+        if before.reserved is None or after.reserved is None:
+            freed = max(0, before.used - after.used)
+        else:
+            freed = max(0, before.reserved - after.reserved)
         with self._lock:
             self.stats.cache_clears += 1
             self.stats.bytes_freed += freed
@@ -148,12 +152,13 @@ class MemoryManager:
         if ratio <= self.memory_threshold:
             return False
         gc.collect()
-        self.clear_cache()
+        cleared = self.clear_cache()
         after = self.backend.read()
         freed = max(0, before.used - after.used)
         with self._lock:
             self.stats.gc_runs += 1
-            self.stats.bytes_freed += freed
+            # clear_cache() has counted its share already.
+            self.stats.bytes_freed += max(0, freed - cleared)
         log.info(
             "memory usage %.1f%% above threshold %.0f%%: GC freed %d bytes (%d -> %d used)",
             100 * ratio,

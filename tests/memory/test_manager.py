@@ -56,9 +56,10 @@ def test_clear_cache_on_mps_calls_mps_empty_cache() -> None:
     assert fake.empty_cache_calls == 1
 
 
-def test_clear_cache_on_cpu_is_a_counted_no_op() -> None:
+def test_clear_cache_on_cpu_is_counted() -> None:
+    """What it frees on CPU (the C heap's free pages) is tested in test_heap.py."""
     manager = MemoryManager(torch.device("cpu"))
-    assert manager.clear_cache() == 0
+    assert manager.clear_cache() >= 0
     assert manager.stats.cache_clears == 1
 
 

@@ -82,6 +82,10 @@ class ServerProcess:
         """The unlabelled and device-labelled `colorize_*` samples of /metrics."""
         return parse_metrics(client.get(f"{self.url}/metrics").text)
 
+    def heap(self, client: httpx.Client) -> dict[str, int | None]:
+        """RSS, C heap in use, Python objects and /jobs records, from the wrapper's test route."""
+        return dict(client.get(f"{self.url}/_test/heap").json())
+
     def log(self) -> str:
         return "".join(self.output)
 

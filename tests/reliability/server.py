@@ -6,10 +6,15 @@ Prints `LISTENING <port>` once it accepts connections. Extra knobs, for the test
 - RELIABILITY_DELAY_S: seconds each scripted run takes (a slow device, so queues fill).
 - RELIABILITY_GATE_FILE: the eccv16 engine holds every run until this file exists.
 - RELIABILITY_REAL_EXEMPLAR=1: "exemplar" is the real ExemplarEngine, not a scripted one.
+
+It also answers `GET /_test/heap` (this wrapper's route, not the service's): what the soak needs
+to tell a leak from a fragmented heap.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import threading
@@ -18,8 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from service.api.app import create_app
 from service.cli.serve import DrainingServer
@@ -78,12 +86,51 @@ def build_engines(device: torch.device) -> dict[str, Engine]:
     return engines
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (glibc >= 2.33)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def malloc_in_use() -> int | None:
+    """Bytes the C heap has handed out and not had back (heap blocks plus mmapped blocks)."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return None
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def add_heap_route(app: FastAPI) -> None:
+    """`GET /_test/heap`: RSS, C heap in use, tracked Python objects and /jobs records kept."""
+
+    def heap() -> dict[str, int | None]:
+        return {
+            "rss": int(psutil.Process().memory_info().rss),
+            "malloc_in_use": malloc_in_use(),
+            "python_objects": len(gc.get_objects()),
+            "jobs_kept": len(app.state.svc.store),
+        }
+
+    # Ahead of the web page's mount at "/", which would otherwise answer first.
+    app.router.routes.insert(0, APIRoute("/_test/heap", heap, methods=["GET"]))
+
+
 def main() -> None:
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings, engines=build_engines(torch.device("cpu")))
+    add_heap_route(app)
     sock = loopback_socket()
     config = uvicorn.Config(
         app,
