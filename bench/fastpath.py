@@ -15,6 +15,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,23 @@ NO_LIMIT = Tolerance(math.inf, math.inf)
 PHOTOS = ("astronaut.png", "coffee.png")
 
 
-def _photo_lightness() -> torch.Tensor:
+def photos_lightness(device: torch.device) -> torch.Tensor:
+    """L at 256x256 of two bundled photos, pre-processed as the engines do."""
     from PIL import Image
 
     batch = []
     for name in PHOTOS:
         with Image.open(data_dir() / name) as im:
-            rgb = fixed._resize_rgb(np.asarray(im.convert("RGB")))
-        batch.append(rgb)
-    return fixed._lightness(torch.from_numpy(np.stack(batch)))
+            batch.append(fixed._resize_rgb(np.asarray(im.convert("RGB"))))
+    return fixed._lightness(torch.from_numpy(np.stack(batch))).to(device)
 
 
-def _call(model: str) -> Any:
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def forward_of(model: str) -> Forward:
+    """The network's forward pass on L alone (siggraph17: no hints)."""
+
     def forward(network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
         if model == "siggraph17":
             n, _, h, w = lightness.shape
@@ -75,10 +81,10 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(model: str, device: torch.device, repeats: int) -> dict[str, Any]:
-    forward = _call(model)
+    forward = forward_of(model)
     base = make_random_network(model).to(device).eval()
     probe = probe_lightness().to(device)
-    photos = _photo_lightness().to(device)
+    photos = photos_lightness(device)
     single = photos[:1]
     prepared = {}
     for name, fast in variants(device).items():

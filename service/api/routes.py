@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -246,7 +247,10 @@ class MemoryModelInfo(BaseModel):
     fixed_bytes: int
     reference_pixel_bytes: int
     largest_square_px: int
-    """Side of the largest square image this engine can take within the job budget."""
+    """Side of the largest square image this engine accepts: within the job budget and within
+    COLORIZE_MAX_PIXELS, whichever is smaller."""
+    largest_square_limited_by: Literal["memory", "pixels"]
+    """Which of the two limits sets largest_square_px."""
 
 
 class ModelInfo(BaseModel):
@@ -260,6 +264,8 @@ class ModelInfo(BaseModel):
 
 def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
     mm = engine.memory_model
+    by_memory = mm.largest_square(state.manager.job_budget())
+    by_pixels = math.isqrt(state.settings.max_pixels)
     return ModelInfo(
         name=name,
         ready=engine.ready,
@@ -271,7 +277,8 @@ def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
             per_pixel_bytes=mm.per_pixel_bytes,
             fixed_bytes=mm.fixed_bytes,
             reference_pixel_bytes=mm.reference_pixel_bytes,
-            largest_square_px=mm.largest_square(state.manager.job_budget()),
+            largest_square_px=min(by_memory, by_pixels),
+            largest_square_limited_by="memory" if by_memory < by_pixels else "pixels",
         ),
     )
 

@@ -174,6 +174,17 @@ def test_job_that_can_never_fit_the_budget_is_413_naming_the_largest_image(gray_
     assert r.status_code == 413
     detail = r.json()["detail"]
     assert "largest square image that fits for eccv16 is about 92x92 pixels" in detail
+    with running_app(engines=engines, manager=manager) as (client, _):
+        info = client.get("/v1/models/eccv16").json()["memory_model"]
+    assert (info["largest_square_px"], info["largest_square_limited_by"]) == (92, "memory")
+
+
+def test_models_name_the_pixel_limit_when_it_is_the_smaller_bound() -> None:
+    with running_app(max_pixels=250_000) as (client, _):
+        models = client.get("/v1/models").json()
+    for model in models:
+        info = model["memory_model"]
+        assert (info["largest_square_px"], info["largest_square_limited_by"]) == (500, "pixels")
 
 
 def test_weights_not_installed_is_503_with_the_fix(tmp_path: object, gray_png: bytes) -> None:

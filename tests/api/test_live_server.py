@@ -14,10 +14,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from tests.api.conftest import decode, running_app
-from tests.support.live import free_port, server_process, wait_for
+from service.api.app import create_app
+from service.settings import Settings
+from tests.api.conftest import decode, running_app, scripted_engines
+from tests.support.live import free_port, serve_in_thread, server_process, wait_for
 
 
 def scripted_server(tmp_path: Path, grace: float = 5.0):  # type: ignore[no-untyped-def]
@@ -119,31 +122,10 @@ def test_client_that_disconnects_takes_its_queued_job_away(tmp_path: Path, gray_
 
 
 def test_many_concurrent_clients_each_get_their_own_image() -> None:
-    import uvicorn
-
-    from service.api.app import create_app
-    from service.settings import Settings
-    from tests.api.conftest import scripted_engines
-    from tests.support.live import wait_until_live
-
-    port = free_port()
-    app = create_app(
-        Settings(queue_size=64), engines=scripted_engines(__import__("torch").device("cpu"))
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/livez").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        sizes = [(40 + 7 * i, 30 + 5 * i) for i in range(24)]
-        results: list[tuple[tuple[int, int], httpx.Response] | None] = [None] * len(sizes)
+    app = create_app(Settings(queue_size=64), engines=scripted_engines(torch.device("cpu")))
+    sizes = [(40 + 7 * i, 30 + 5 * i) for i in range(24)]
+    results: list[tuple[tuple[int, int], httpx.Response] | None] = [None] * len(sizes)
+    with serve_in_thread(app) as base:
 
         def client(i: int) -> None:
             w, h = sizes[i]
@@ -163,15 +145,11 @@ def test_many_concurrent_clients_each_get_their_own_image() -> None:
             t.start()
         for t in threads:
             t.join(timeout=60)
-        for item in results:
-            assert item is not None
-            (w, h), r = item
-            assert r.status_code == 200, r.text
-            assert decode(r.content).shape == (h, w, 3)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert wait_until_live is not None
+    for item in results:
+        assert item is not None
+        (w, h), r = item
+        assert r.status_code == 200, r.text
+        assert decode(r.content).shape == (h, w, 3)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) absent")

@@ -9,16 +9,14 @@ fp16 stays within the tolerance on the probe and on photos, and uploads go throu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-from bench.inputs import data_dir
-from service.engines import fixed
+from bench.fastpath import forward_of, photos_lightness
 from service.engines.fast import (
     TOLERANCE,
     FastPath,
@@ -31,33 +29,9 @@ from service.engines.weights import make_random_network
 LOOSE = Tolerance(mean_ab=20.0, p99_ab=120.0)
 """Wide enough to accept bf16 here, so that its mechanics can be checked."""
 
-Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
-
-
-def forward_of(model: str) -> Forward:
-    def forward(network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
-        if model == "siggraph17":
-            n, _, h, w = lightness.shape
-            zeros = lightness.new_zeros
-            out: torch.Tensor = network(lightness, zeros(n, 2, h, w), zeros(n, 1, h, w))
-            return out
-        out = network(lightness)
-        return out
-
-    return forward
-
 
 def network(model: str, device: torch.device) -> nn.Module:
     return make_random_network(model).to(device).eval()
-
-
-def photos_lightness(device: torch.device) -> torch.Tensor:
-    """L at 256x256 of two bundled photos, pre-processed as the engines do."""
-    rgb = []
-    for name in ("astronaut.png", "coffee.png"):
-        with Image.open(data_dir() / name) as im:
-            rgb.append(fixed._resize_rgb(np.asarray(im.convert("RGB"))))
-    return fixed._lightness(torch.from_numpy(np.stack(rgb))).to(device)
 
 
 bf16_cpu = pytest.mark.skipif(

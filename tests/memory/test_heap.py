@@ -18,6 +18,13 @@ needs_trim = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def trimmed_heap() -> None:
+    """Start from a heap with nothing free in it: earlier tests leave freed blocks that the
+    allocations below would reuse without growing the RSS."""
+    heap.trim()
+
+
 def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 

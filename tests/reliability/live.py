@@ -1,11 +1,10 @@
-"""Real servers on the loopback interface: uvicorn in a thread of this process, or a separate
-process (`python -m tests.reliability.server`) that a test can measure, load and signal."""
+"""The service in a separate process (`python -m tests.reliability.server`) that a test can
+measure, load and signal; uvicorn in a thread is tests.support.live.serve_in_thread."""
 
 from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -14,52 +13,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
-import uvicorn
+
+from tests.support.live import STARTUP_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 60.0
-"""A server process imports torch and builds its engines before it listens."""
-
-
-def loopback_socket() -> socket.socket:
-    """A listening-ready socket on 127.0.0.1 with a port the kernel picked."""
-    # proto=IPPROTO_TCP, as getaddrinfo gives uvicorn when it binds itself: asyncio sets
-    # TCP_NODELAY on accepted sockets only when proto says TCP, and without it every keep-alive
-    # response waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextmanager
-def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
-    """Run `app` under uvicorn (lifespan included) in a thread; yields its base URL."""
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=5, **config)
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 @dataclass

@@ -34,8 +34,8 @@ from service.cli.serve import DrainingServer
 from service.engines.base import ColorizeRequest, Engine
 from service.engines.exemplar import ExemplarEngine
 from service.settings import load_settings
-from tests.reliability.live import loopback_socket
 from tests.support.engines import ScriptedEngine
+from tests.support.live import loopback_socket
 
 
 class SlowEngine(ScriptedEngine):

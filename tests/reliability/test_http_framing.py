@@ -22,7 +22,7 @@ from service.api.app import create_app
 from service.settings import Settings
 from tests.api.conftest import scripted_engines
 from tests.reliability.corpus import MAX_UPLOAD
-from tests.reliability.live import serve_in_thread
+from tests.support.live import serve_in_thread
 
 
 @dataclass

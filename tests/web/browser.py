@@ -1,19 +1,16 @@
-"""A real uvicorn in a thread, Debian's Chromium driven by Playwright, and what the page shows."""
+"""Debian's Chromium driven by Playwright, and what the page shows (served by
+tests.support.live.serve_in_thread)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from playwright.sync_api import Browser, FilePayload, Page, sync_playwright
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,32 +51,6 @@ class Recorder:
             return message
 
         await self.app(scope, recording, send)
-
-
-@contextmanager
-def live_server(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` (lifespan included) on a loopback port; yield its base URL."""
-    # Bound before the thread starts, so no other process can take the port in between.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on", interface="asgi3")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn stopped during start-up (see the log above)")
-            if time.monotonic() > deadline:
-                raise TimeoutError("uvicorn did not start within 120 s")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""One Chromium per session, a fresh tab per test that must not break the CSP, real weights."""
+"""One Chromium for this package, a fresh tab per test that must not break the CSP, real
+weights."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from service.engines.weights import save_random_checkpoint
 from tests.web.browser import CHROMIUM, TIMEOUT_MS, chromium
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Package scope, not session: Playwright's sync API keeps its event loop marked as running on
+    the main thread while it is open, and later tests calling asyncio.run() would fail."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     with chromium() as b:

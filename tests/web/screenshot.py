@@ -14,13 +14,13 @@ from service.api.app import create_app
 from service.engines.weights import save_random_checkpoint
 from service.settings import Settings
 from tests.conftest import DATA_DIR
+from tests.support.live import serve_in_thread
 from tests.web.browser import (
     CHROMIUM,
     TIMEOUT_MS,
     choose_file,
     choose_photo,
     chromium,
-    live_server,
     wait_for_result,
 )
 
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
         for model in ("eccv16", "siggraph17"):
             save_random_checkpoint(model, Path(weights))
         settings = Settings(weights_dir=Path(weights), device="cpu")
-        with live_server(create_app(settings)) as base, chromium() as browser:
+        with serve_in_thread(create_app(settings)) as base, chromium() as browser:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             capture(page, base, path)

@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from service.api.app import create_app
 from service.settings import Settings
+from tests.support.live import serve_in_thread
 from tests.web.browser import (
     CHROMIUM,
     SKIP_REASON,
@@ -19,7 +20,6 @@ from tests.web.browser import (
     drop_file,
     form_fields,
     hints_sent,
-    live_server,
     pixels,
     wait_for_result,
 )
@@ -39,7 +39,7 @@ def recorder(weights_dir: Path) -> Recorder:
 
 @pytest.fixture(scope="module")
 def base(recorder: Recorder) -> Iterator[str]:
-    with live_server(recorder) as url:
+    with serve_in_thread(recorder) as url:
         yield url
 
 

@@ -17,11 +17,11 @@ from service.api.app import create_app
 from service.settings import Settings
 from tests.api.conftest import scripted_engines
 from tests.support.engines import ScriptedEngine
+from tests.support.live import serve_in_thread
 from tests.web.browser import (
     CHROMIUM,
     SKIP_REASON,
     choose_photo,
-    live_server,
     wait_for_error,
     wait_for_result,
 )
@@ -50,7 +50,7 @@ def scripted_service(**settings: Any) -> Iterator[Service]:
     engines = scripted_engines(torch.device("cpu"))
     app = create_app(Settings(**{"queue_size": 8, **settings}), engines=engines)
     key = settings.get("api_key")
-    with live_server(app) as base:
+    with serve_in_thread(app) as base:
         try:
             yield Service(base, engines, {"Authorization": f"Bearer {key}"} if key else {})
         finally:
