@@ -13,7 +13,7 @@ from service import __version__
 from service.api.errors import install_handlers
 from service.api.guard import Guard
 from service.api.metrics import Metrics
-from service.api.routes import router
+from service.api.routes import HTTP_LAYER_ERRORS, router
 from service.api.state import ServiceState
 from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
@@ -88,6 +88,7 @@ def create_app(
         version=__version__,
         summary="Grayscale photos in, colour photos out, admitted by device memory budget.",
         lifespan=lifespan,
+        responses=HTTP_LAYER_ERRORS,
     )
     install_handlers(app)
     app.include_router(router)

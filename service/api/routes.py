@@ -42,6 +42,8 @@ _DESCRIPTIONS = {
     "or worker dead. See Retry-After.",
     504: "The job exceeded its time limit.",
     507: "Out of device memory during the job, after a retry with a smaller batch or chunk.",
+    431: "Request line and headers still unfinished after 16 KiB (a very long URL): refused by "
+    "the HTTP layer before the app sees the request. Send long values as form fields.",
 }
 
 
@@ -50,6 +52,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 UPLOAD_ERRORS = errors(400, 401, 413, 415, 422, 503)
+HTTP_LAYER_ERRORS = errors(431)
+"""What any operation can answer before the app sees the request (service/api/http11.py)."""
 IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The colour image, same size as the input.",

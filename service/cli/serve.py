@@ -10,15 +10,21 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.app import create_app
+from service.api.http11 import RefusingH11Protocol
 from service.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, stop admitting and fail queued jobs before uvicorn's own shutdown."""
+    """On SIGTERM/SIGINT, stop admitting and fail queued jobs before uvicorn's own shutdown.
+
+    It speaks HTTP/1.1 through RefusingH11Protocol unless the config names another protocol.
+    """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        if config.http in ("auto", "h11"):
+            config.http = RefusingH11Protocol
         super().__init__(config)
         self.colorize_app = app
 

@@ -7,6 +7,7 @@ on a fresh connection succeeds.
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import socket
 import time
@@ -144,9 +145,10 @@ def test_malformed_content_length_is_400_from_the_http_layer(
     live: Live, gray_png: bytes, length: bytes
 ) -> None:
     answer = exchange(live, head(length) + gray_png)
-    # h11 refuses the request before it reaches the app: uvicorn's plain-text 400.
+    # h11 refuses the request before it reaches the app; service/api/http11.py words the 400.
     assert answer.status == 400
-    assert answer.body == b"Invalid HTTP request received."
+    assert answer.headers["content-type"] == "application/json"
+    assert json.loads(answer.body)["error"] == "malformed_http"
     ok_after(live, gray_png)
 
 

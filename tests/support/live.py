@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from service.api.http11 import RefusingH11Protocol
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
 """A server imports torch and builds its engines before it listens."""
@@ -39,7 +41,8 @@ def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
 
     The socket is bound before the thread starts, so no other process can take the port in
     between. `log_config=None`: uvicorn's default logging config would disable propagation and
-    raise levels process-wide, for every later test.
+    raise levels process-wide, for every later test. HTTP/1.1 as the service speaks it
+    (RefusingH11Protocol, which `colorize-service serve` uses).
     """
     sock = loopback_socket()
     port = sock.getsockname()[1]
@@ -47,6 +50,7 @@ def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
         "log_config": None,
         "timeout_graceful_shutdown": 5,
         "ws": "none",
+        "http": RefusingH11Protocol,
         **config,
     }
     server = uvicorn.Server(uvicorn.Config(app, **options))

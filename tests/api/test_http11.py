@@ -1,0 +1,84 @@
+"""The HTTP/1.1 layer (service/api/http11.py) on a real uvicorn: requests it cannot parse get a
+JSON 4xx that the client reads every time, not a connection reset."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import requests
+import torch
+
+from service.api.app import create_app
+from service.api.http11 import LINGER_S
+from service.settings import Settings
+from tests.api.conftest import scripted_engines
+from tests.support.live import serve_in_thread
+
+LONG_HINTS = "%3A" * 65_000
+"""A 195 kB query string: what schema fuzzing sent when it found the reset."""
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    app = create_app(Settings(queue_size=4), engines=scripted_engines(torch.device("cpu")))
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def port_of(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+def test_a_long_url_is_431_naming_the_limit_every_time(base: str, gray_png: bytes) -> None:
+    for _ in range(10):
+        r = requests.post(f"{base}/colorize?format=png&hints={LONG_HINTS}", timeout=10)
+        assert r.status_code == 431
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        body = r.json()
+        assert body["error"] == "request_head_too_large" and "16384 bytes" in body["detail"]
+    ok = httpx.post(f"{base}/colorize", files={"image": ("a.png", gray_png)}, timeout=10)
+    assert ok.status_code == 200
+
+
+def test_a_long_url_with_a_body_still_being_sent_gets_its_answer(base: str) -> None:
+    """The refused client is mid-upload: its bytes are drained, not answered with a reset."""
+    r = requests.post(
+        f"{base}/colorize?hints={LONG_HINTS}",
+        data=b"\0" * (2 << 20),
+        headers={"content-type": "image/png"},
+        timeout=10,
+    )
+    assert r.status_code == 431
+
+
+def test_a_header_still_unfinished_after_16_kib_is_431(base: str) -> None:
+    """h11 judges the head while it is incomplete: a 20 kB header arriving in one read parses."""
+    with socket.create_connection(("127.0.0.1", port_of(base)), timeout=10) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 20_000)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 431
+        assert json.loads(response.read())["error"] == "request_head_too_large"
+
+
+def test_a_malformed_request_line_is_400_then_the_connection_ends(base: str) -> None:
+    with socket.create_connection(("127.0.0.1", port_of(base)), timeout=LINGER_S + 5) as sock:
+        sock.sendall(b"POST /colorize HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400
+        assert json.loads(response.read())["error"] == "malformed_http"
+        assert sock.recv(1) == b"", "the server closes its side after the answer"
+
+
+def test_every_operation_documents_the_http_layer_refusal(base: str) -> None:
+    spec = httpx.get(f"{base}/openapi.json", timeout=10).json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert "431" in operation["responses"], f"{method.upper()} {path}"

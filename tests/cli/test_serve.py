@@ -1,0 +1,22 @@
+"""`colorize-service serve`'s server: the HTTP/1.1 protocol it speaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import uvicorn
+
+from service.api.app import create_app
+from service.api.http11 import RefusingH11Protocol
+from service.cli.serve import DrainingServer
+from service.settings import Settings
+from tests.api.conftest import scripted_engines
+
+
+@pytest.mark.parametrize("http", ["auto", "h11"])
+def test_the_server_speaks_http_through_the_refusing_protocol(http: str) -> None:
+    app = create_app(Settings(), engines=scripted_engines(torch.device("cpu")))
+    config = uvicorn.Config(app, http=http, log_config=None)  # type: ignore[arg-type]
+    DrainingServer(config, app)
+    config.load()
+    assert config.http_protocol_class is RefusingH11Protocol
