@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from service.api.app import create_app
 from service.settings import Settings
 from tests.api.conftest import decode, running_app, scripted_engines
 from tests.support.live import free_port, serve_in_thread, server_process, wait_for
+from tests.support.tools import needs
 
 
 def scripted_server(tmp_path: Path, grace: float = 5.0):  # type: ignore[no-untyped-def]
@@ -152,7 +152,7 @@ def test_many_concurrent_clients_each_get_their_own_image() -> None:
         assert decode(r.content).shape == (h, w, 3)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) absent")
+@needs("promtool", "prometheus")
 def test_metrics_pass_promtool_check(gray_png: bytes) -> None:
     with running_app() as (client, _):
         for model in ("eccv16", "siggraph17"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.settings import Settings
 from tests.support.engines import ScriptedEngine
+from tests.support.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -25,11 +25,8 @@ K8S = DEPLOY / "k8s"
 
 
 def binary(name: str, package: str) -> str:
-    """The path of `name`, or skip the test saying what to install."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian package {package!r}; .ci/run installs it)")
-    return path
+    """The path of `name`, or skip the test saying what to install (see tests/support/tools.py)."""
+    return require(name, package)
 
 
 def load_yaml(path: Path) -> Any:

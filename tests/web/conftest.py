@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from service.engines.weights import save_random_checkpoint
+from tests.support.tools import require
 from tests.web.browser import CHROMIUM, TIMEOUT_MS, chromium
 
 
@@ -17,8 +18,7 @@ from tests.web.browser import CHROMIUM, TIMEOUT_MS, chromium
 def browser() -> Iterator[Browser]:
     """Package scope, not session: Playwright's sync API keeps its event loop marked as running on
     the main thread while it is open, and later tests calling asyncio.run() would fail."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+    require(str(CHROMIUM), "chromium")
     with chromium() as b:
         yield b
 

@@ -12,9 +12,9 @@ from playwright.sync_api import Page, expect
 from service.api.app import create_app
 from service.settings import Settings
 from tests.support.live import serve_in_thread
+from tests.support.tools import needs
 from tests.web.browser import (
     CHROMIUM,
-    SKIP_REASON,
     Recorder,
     choose_photo,
     drop_file,
@@ -25,7 +25,7 @@ from tests.web.browser import (
 )
 from tests.web.screenshot import capture
 
-pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON), pytest.mark.slow]
+pytestmark = [needs(str(CHROMIUM), "chromium"), pytest.mark.slow]
 
 QUEUE_SIZE = 8
 

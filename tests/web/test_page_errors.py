@@ -18,15 +18,15 @@ from service.settings import Settings
 from tests.api.conftest import scripted_engines
 from tests.support.engines import ScriptedEngine
 from tests.support.live import serve_in_thread
+from tests.support.tools import needs
 from tests.web.browser import (
     CHROMIUM,
-    SKIP_REASON,
     choose_photo,
     wait_for_error,
     wait_for_result,
 )
 
-pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON), pytest.mark.slow]
+pytestmark = [needs(str(CHROMIUM), "chromium"), pytest.mark.slow]
 
 SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8">'
