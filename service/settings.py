@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     """When the worker empties the allocator cache after a job (see README, Memory policy)."""
     admission_wait_s: float = Field(default=10.0, ge=0.0)
     """How long a job waits for its memory reservation before the request gets 503."""
+    host_memory_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)
+    """Host RAM the service may count on; unset: the cgroup limit, else physical RAM. Uploads,
+    decoded pixels, working buffers and kept results are admitted against threshold x this."""
+    prepare_workers: int = Field(default=2, ge=1, le=64)
+    """Threads that decode and prepare jobs shortly before the device needs them."""
+    finish_workers: int = Field(default=2, ge=1, le=64)
+    """Threads that finish jobs after the device (colour join on CPU devices, encoding)."""
+    lookahead: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    """Jobs decoded ahead of the device; `auto`: the batch size plus the prepare threads."""
 
     queue_size: int = Field(default=32, ge=1)
     """Jobs waiting for the worker; one more gets 503 with Retry-After."""

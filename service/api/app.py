@@ -21,6 +21,7 @@ from service.engines.fast import FastPath
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.encode import encode_image
 from service.memory import MemoryManager
+from service.memory.host import device_manager, host_manager
 from service.settings import Settings, load_settings
 from service.web import mount_web
 from service.worker.jobs import JobStore
@@ -48,22 +49,28 @@ def create_app(
     *,
     engines: Mapping[str, Engine] | None = None,
     manager: MemoryManager | None = None,
+    host: MemoryManager | None = None,
 ) -> FastAPI:
-    """The service. Tests may pass their own engines (fault injection) or manager (fake device)."""
+    """The service. Tests may pass their own engines (fault injection), manager (fake device)
+    or host manager."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        mm = manager or MemoryManager(resolve_device(settings.device), settings.memory_threshold)
+        mm = manager or device_manager(
+            resolve_device(settings.device), settings.memory_threshold, settings.host_memory_bytes
+        )
+        hm = host or host_manager(mm, settings.memory_threshold, settings.host_memory_bytes)
         loaded = (
             engines if engines is not None else await run_in_threadpool(load_engines, settings, mm)
         )
         mm.refresh_idle()  # the weights are resident now: the job budget excludes them
-        worker = Worker(loaded, mm, settings, encode_image)
+        hm.refresh_idle()
+        worker = Worker(loaded, mm, settings, encode_image, host=hm)
         metrics = Metrics()
-        metrics.attach(mm, worker, loaded)
+        metrics.attach(mm, worker, loaded, hm)
         store = JobStore(settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept)
-        app.state.svc = ServiceState(settings, mm, loaded, worker, store, metrics)
+        app.state.svc = ServiceState(settings, mm, loaded, worker, store, metrics, hm)
         worker.start()
         snap = mm.snapshot()
         log.info(

@@ -10,8 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from service.api.outcomes import answer
 from service.engines.base import EngineNotReady, InvalidRequest
 from service.imaging.errors import ImageError
+from service.outcomes import Outcome
 from service.worker.worker import WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,23 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+class OutcomeError(Exception):
+    """A domain outcome to answer now (before a job exists); its status comes from the table."""
+
+    def __init__(self, outcome: Outcome, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def outcome_response(outcome: Outcome, detail: str, retry_after: int | None = None) -> JSONResponse:
+    """The answer for `outcome` (service/api/outcomes.py), with `detail`."""
+    chosen = answer(outcome)
+    wait = retry_after if retry_after is not None else chosen.retry_after
+    return error_response(chosen.status, chosen.error, detail, wait)
+
+
 ERROR_BODY = {
     "type": "object",
     "required": ["error", "detail"],
@@ -65,22 +84,25 @@ def install_handlers(app: FastAPI) -> None:
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.error, exc.detail, exc.retry_after)
 
+    @app.exception_handler(OutcomeError)
+    async def _outcome(_: Request, exc: OutcomeError) -> JSONResponse:
+        return outcome_response(exc.outcome, exc.detail, exc.retry_after)
+
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> JSONResponse:
-        codes = {413: "image_too_large", 415: "unsupported_format", 422: "undecodable_image"}
-        return error_response(exc.status, codes.get(exc.status, "bad_image"), str(exc))
+        return outcome_response(exc.outcome, str(exc))
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return error_response(422, "invalid_request", str(exc))
+        return outcome_response(Outcome.INVALID_REQUEST, str(exc))
 
     @app.exception_handler(EngineNotReady)
     async def _not_ready(_: Request, exc: EngineNotReady) -> JSONResponse:
-        return error_response(503, "model_not_ready", str(exc), retry_after=30)
+        return outcome_response(Outcome.NOT_READY, str(exc))
 
     @app.exception_handler(WorkerUnavailable)
     async def _unavailable(_: Request, exc: WorkerUnavailable) -> JSONResponse:
-        return error_response(503, exc.reason, exc.detail, retry_after=exc.retry_after)
+        return outcome_response(exc.outcome, exc.detail, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,8 +119,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        code = getattr(exc, "error", None) or _CODES.get(exc.status_code, "error")
+        wait = (exc.headers or {}).get("Retry-After")
+        return error_response(
+            exc.status_code, code, str(exc.detail), int(wait) if wait is not None else None
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:

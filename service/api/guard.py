@@ -1,4 +1,5 @@
-"""ASGI middleware in front of the app: API key before the body, byte limit while streaming."""
+"""ASGI middleware in front of the app: API key before the body, byte limit while streaming, and
+host memory reserved for the body before it is read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.outcomes import answer
+from service.memory import MemoryManager, MemoryRefused, NeverFits, Reservation
+from service.outcomes import Outcome
+
 OPEN_PATHS = ("/livez", "/readyz", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
 OPEN_PREFIXES = ("/static/",)
+BODY_RESERVATION = "body_reservation"
+"""Key in the request's state of the host reservation covering its body (the job takes it)."""
+STREAM_STEP_BYTES = 1 << 20
+"""A body without Content-Length is reserved in steps of this much as it streams."""
 
 
 class BodyTooLarge(HTTPException):
@@ -19,6 +28,15 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body exceeds the {limit}-byte upload limit")
+
+
+class HostMemoryBusy(HTTPException):
+    """Raised from `receive` when a streamed body outgrows what the host budget can give now."""
+
+    def __init__(self, detail: str) -> None:
+        chosen = answer(Outcome.MEMORY_BUSY)
+        super().__init__(chosen.status, detail, {"Retry-After": str(chosen.retry_after or 1)})
+        self.error = chosen.error
 
 
 class Guard:
@@ -63,7 +81,37 @@ class Guard:
                 f"the request body exceeds the {self.max_body_bytes}-byte upload limit",
             )
             return
-        await self.app(scope, self._counting(receive, _multipart_boundary(scope)), send)
+        host = _host_manager(scope)
+        if host is None or scope.get("method") not in ("POST", "PUT", "PATCH") or length == 0:
+            await self.app(scope, self._counting(receive, _multipart_boundary(scope)), send)
+            return
+        # The body is reserved before a byte of it is read: a request that cannot be held now
+        # is refused at once, and one that could never be held is refused for good.
+        try:
+            reservation = host.reserve(length or 0, 0.0, purpose="body")
+        except NeverFits as exc:
+            chosen = answer(Outcome.TOO_LARGE)
+            detail = f"the {length}-byte body does not fit the host memory budget ({exc.budget})"
+            await _reject(send, chosen.status, chosen.error, detail)
+            return
+        except MemoryRefused as exc:
+            chosen = answer(Outcome.MEMORY_BUSY)
+            detail = f"host memory is busy: the {length}-byte body cannot be held now ({exc})"
+            retry = {"retry-after": str(chosen.retry_after or 1)}
+            await _reject(send, chosen.status, chosen.error, detail, retry)
+            return
+        state = scope.setdefault("state", {})
+        state[BODY_RESERVATION] = reservation
+        try:
+            await self.app(
+                scope,
+                self._counting(receive, _multipart_boundary(scope), reservation, length),
+                send,
+            )
+        finally:
+            # Unless the job took it over (service/api/inputs.py), the body's bytes are gone.
+            if state.get(BODY_RESERVATION) is reservation:
+                reservation.release()
 
     def _is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(OPEN_PREFIXES)
@@ -79,7 +127,13 @@ class Guard:
                 )
         return False
 
-    def _counting(self, receive: Receive, boundary: bytes | None) -> Receive:
+    def _counting(
+        self,
+        receive: Receive,
+        boundary: bytes | None,
+        reservation: Reservation | None = None,
+        length: int | None = None,
+    ) -> Receive:
         seen = 0
         limit = self.max_body_bytes
         # The multipart parser accepts a body cut off before its closing delimiter and reports
@@ -98,6 +152,14 @@ class Guard:
                 seen += len(body)
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                if reservation is not None and length is None and seen > reservation.nbytes:
+                    step = max(STREAM_STEP_BYTES, seen - reservation.nbytes)
+                    try:
+                        reservation.grow(min(step, limit - reservation.nbytes))
+                    except (MemoryRefused, NeverFits) as exc:
+                        raise HostMemoryBusy(
+                            f"host memory is busy: the streamed body cannot be held ({exc})"
+                        ) from None
                 if not closed:
                     window = tail + body
                     opened = opened or opening in window
@@ -111,6 +173,14 @@ class Guard:
             return message
 
         return counted
+
+
+def _host_manager(scope: Scope) -> MemoryManager | None:
+    # The lifespan makes the manager after the middleware stack is built: look it up per call.
+    app = scope.get("app")
+    svc = getattr(getattr(app, "state", None), "svc", None)
+    host: MemoryManager | None = getattr(svc, "host", None)
+    return host
 
 
 def _multipart_boundary(scope: Scope) -> bytes | None:

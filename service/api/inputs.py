@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import File, Form, Query, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, OutcomeError
+from service.api.guard import BODY_RESERVATION
 from service.api.state import ServiceState
-from service.engines.base import ColorizeRequest, EngineNotReady, Hint
-from service.imaging.decode import GRAYSCALE_CHROMA, chroma_level, decode_image
-from service.memory import NeverFits
-from service.worker.jobs import Job
+from service.engines.base import Engine, EngineNotReady, Hint
+from service.memory import MemoryRefused, NeverFits, Reservation
+from service.outcomes import Outcome
+from service.worker import stages
+from service.worker.intake import new_job, read_input
+from service.worker.jobs import Job, JobInput
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
@@ -135,8 +137,19 @@ def _hint(index: int, item: object) -> Hint:
     return Hint(x=x, y=y, color=rgb)
 
 
-async def build_job(state: ServiceState, upload: Upload) -> Job:
-    """Decode, validate and size-check an upload; the Job is ready to submit."""
+def take_body_reservation(request: Request) -> Reservation | None:
+    """The host reservation Guard made for the body, now the job's to keep (None if none)."""
+    held: Reservation | None = getattr(request.state, BODY_RESERVATION, None)
+    setattr(request.state, BODY_RESERVATION, None)
+    return held
+
+
+async def build_job(state: ServiceState, upload: Upload, request: Request) -> Job:
+    """Check an upload's headers (format, size, pixel limit, memory) and make its Job.
+
+    Nothing is decoded here: the queue holds the upload's bytes, and the prepare stage decodes
+    them shortly before the device needs the job.
+    """
     engine = state.engines.get(upload.model)
     if engine is None:
         raise ApiError(
@@ -147,47 +160,51 @@ async def build_job(state: ServiceState, upload: Upload) -> Job:
     if not engine.ready:
         raise EngineNotReady(upload.model, engine.not_ready_reason or "not loaded")
     settings = state.settings
-    started = time.monotonic()
-    image = await run_in_threadpool(
-        decode_image,
+    job_input = read_input(
         upload.image,
+        upload.reference,
+        upload.hints,
         allowed_formats=settings.allowed_formats,
         max_pixels=settings.max_pixels,
     )
-    reference = None
-    if upload.reference is not None:
-        reference = await run_in_threadpool(
-            decode_image,
-            upload.reference,
-            allowed_formats=settings.allowed_formats,
-            max_pixels=settings.max_pixels,
-        )
-        if await run_in_threadpool(chroma_level, reference) < GRAYSCALE_CHROMA:
-            raise ApiError(
-                422,
-                "grayscale_reference",
-                "the reference image has no colour to transfer (it is grayscale)",
-            )
-    request = ColorizeRequest(image=image, hints=upload.hints, reference=reference)
-    engine.validate(request)
-    estimate = engine.estimate(request)
+    job = new_job(upload.model, engine, job_input, upload.output_format, upload.quality)
+    _check_fits(state, upload.model, engine, job_input, job.estimate)
+    held = take_body_reservation(request)
+    try:
+        if held is None:
+            held = state.host.reserve(job_input.nbytes, 0.0, purpose="upload")
+        else:
+            held.shrink(job_input.nbytes)
+            held.purpose = "upload"
+    except MemoryRefused as exc:
+        raise OutcomeError(Outcome.MEMORY_BUSY, f"host memory is busy: {exc}") from None
+    job.hold(held)
+    return job
+
+
+def _check_fits(
+    state: ServiceState, model: str, engine: Engine, job_input: JobInput, estimate: int
+) -> None:
+    """413 for a job that could never run: its compute or its pixels exceed a whole budget."""
+    w, h = job_input.width, job_input.height
     try:
         state.manager.check_fits(estimate)
     except NeverFits as exc:
         side = engine.memory_model.largest_square(exc.budget)
-        raise ApiError(
-            413,
-            "too_large_for_memory",
-            f"this {request.size[0]}x{request.size[1]} image needs about {estimate} bytes on the "
+        raise OutcomeError(
+            Outcome.TOO_LARGE,
+            f"this {w}x{h} image needs about {estimate} bytes on the "
             f"device but the job budget is {exc.budget} bytes; the largest square image that "
-            f"fits for {upload.model} is about {side}x{side} pixels",
+            f"fits for {model} is about {side}x{side} pixels",
         ) from None
-    job = Job(
-        model=upload.model,
-        request=request,
-        estimate=estimate,
-        output_format=upload.output_format,
-        quality=upload.quality,
-    )
-    job.timings["decode"] = time.monotonic() - started
-    return job
+    pixels = stages.decode_bytes(job_input)
+    try:
+        state.host.check_fits(pixels)
+    except NeverFits as exc:
+        side = math.isqrt(max(0, exc.budget - stages.FIXED_BYTES) // stages.DECODE_BYTES_PER_PIXEL)
+        raise OutcomeError(
+            Outcome.TOO_LARGE,
+            f"decoding this {w}x{h} image needs about {pixels} bytes of host memory but the "
+            f"host budget for one job is {exc.budget} bytes (COLORIZE_HOST_MEMORY_BYTES x "
+            f"COLORIZE_MEMORY_THRESHOLD, less the idle service); about {side}x{side} pixels fit",
+        ) from None

@@ -24,10 +24,17 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 class _LiveCollector(Collector):
     """Reads the MemoryManager, the worker and the engines each time Prometheus scrapes."""
 
-    def __init__(self, manager: MemoryManager, worker: Worker, engines: Mapping[str, Engine]):
+    def __init__(
+        self,
+        manager: MemoryManager,
+        worker: Worker,
+        engines: Mapping[str, Engine],
+        host: MemoryManager | None = None,
+    ):
         self.manager = manager
         self.worker = worker
         self.engines = engines
+        self.host = host if host is not None else manager
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self.manager.snapshot()
@@ -73,6 +80,9 @@ class _LiveCollector(Collector):
             snap.reserved_for_jobs,
         )
 
+        yield from self._host()
+        yield from self._stages()
+
         plain = [
             ("queue_depth", "Jobs waiting for the worker.", self.worker.queue_depth),
             ("queue_capacity", "Queue size limit.", self.worker.settings.queue_size),
@@ -112,7 +122,7 @@ class _LiveCollector(Collector):
             "never_fits": stats.refused_never_fits,
             "memory_timeout": stats.refused_timeout,
             "queue_full": wstats.refused.get("queue_full", 0),
-            "shutting_down": wstats.refused.get("shutting_down", 0),
+            "shutting_down": wstats.refused.get("shutdown", 0),
             "worker_dead": wstats.refused.get("worker_dead", 0),
         }
         for reason, count in reasons.items():
@@ -132,6 +142,50 @@ class _LiveCollector(Collector):
             c = CounterMetricFamily(f"colorize_{name}", doc)
             c.add_metric([], value)
             yield c
+
+    def _host(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.host.snapshot()
+        for name, doc, value in (
+            ("host_memory_limit_bytes", "Host: threshold x capacity.", snap.limit),
+            ("host_memory_capacity_bytes", "Host: the configured, cgroup or RAM size.", snap.total),
+            ("host_memory_used_bytes", "Host: the service's resident set.", snap.used),
+            ("host_memory_budget_bytes", "Host: largest single reservation.", snap.job_budget),
+            ("host_memory_available_bytes", "Host: free for reservations now.", snap.available),
+            ("host_memory_reserved_bytes", "Host: held by reservations.", snap.reserved_for_jobs),
+        ):
+            g = GaugeMetricFamily(f"colorize_{name}", doc)
+            g.add_metric([], float(value))
+            yield g
+        held = GaugeMetricFamily(
+            "colorize_host_memory_held_bytes",
+            "Host bytes reserved now, by what they hold (body, upload, pixels, finish, compute).",
+            labels=["purpose"],
+        )
+        by_purpose = self.host.held_by_purpose()
+        for purpose in ("body", "upload", "pixels", "finish", "compute"):
+            held.add_metric([purpose], float(by_purpose.get(purpose, 0)))
+        yield held
+        queued = GaugeMetricFamily(
+            "colorize_queued_upload_bytes", "Compressed bytes of the uploads waiting in the queue."
+        )
+        queued.add_metric([], float(by_purpose.get("upload", 0)))
+        yield queued
+
+    def _stages(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily(
+            "colorize_stage_depth", "Jobs in each stage now.", labels=["stage"]
+        )
+        for stage, count in self.worker.stage_depths().items():
+            depth.add_metric([stage], float(count))
+        yield depth
+        busy = CounterMetricFamily(
+            "colorize_stage_busy_seconds",
+            "Seconds each stage's threads spent working (device near 1/s: it is the bottleneck).",
+            labels=["stage"],
+        )
+        for stage in ("prepare", "device", "finish"):
+            busy.add_metric([stage], self.worker.stats.busy_seconds.get(stage, 0.0))
+        yield busy
 
 
 class Metrics:
@@ -175,9 +229,15 @@ class Metrics:
             registry=self.registry,
         )
 
-    def attach(self, manager: MemoryManager, worker: Worker, engines: Mapping[str, Engine]) -> None:
+    def attach(
+        self,
+        manager: MemoryManager,
+        worker: Worker,
+        engines: Mapping[str, Engine],
+        host: MemoryManager | None = None,
+    ) -> None:
         """Start reading live values from these objects."""
-        self.registry.register(_LiveCollector(manager, worker, engines))
+        self.registry.register(_LiveCollector(manager, worker, engines, host))
         manager.observers.append(self._observe_estimate)
         worker.batch_observers.append(lambda model, n: self.batch_size.labels(model).observe(n))
 

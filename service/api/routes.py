@@ -11,12 +11,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, OutcomeError
 from service.api.inputs import Upload, build_job, read_upload
+from service.api.outcomes import answer
 from service.api.state import ServiceState, StateDep
 from service.engines.base import Engine
 from service.imaging.encode import CONTENT_TYPES
+from service.outcomes import Outcome
 from service.worker.jobs import Job, JobState
 
 router = APIRouter()
@@ -87,8 +90,12 @@ async def _wait(state: ServiceState, job: Job, request: Request | None) -> None:
     while not finished.done():
         remaining = deadline - loop.time()
         if remaining <= 0:
-            state.worker.cancel(job)
-            raise ApiError(504, "timeout", f"the job exceeded {state.settings.job_timeout_s:g} s")
+            detail = f"the job exceeded {state.settings.job_timeout_s:g} s"
+            # Still queued: it ends as a timeout now. Already on the device or finishing: it
+            # runs to its end, but the client was told 504, so that is what it counts as.
+            if not state.worker.cancel(job, Outcome.TIMEOUT, detail):
+                job.told = Outcome.TIMEOUT
+            raise OutcomeError(Outcome.TIMEOUT, detail)
         await asyncio.wait({finished}, timeout=min(0.25, remaining))
         if not finished.done() and request is not None and await request.is_disconnected():
             state.worker.cancel(job)
@@ -104,12 +111,11 @@ def _server_timing(job: Job) -> str:
     return ", ".join(f"{k};dur={1000 * v:.1f}" for k, v in job.timings.items())
 
 
-def _failure(job: Job) -> ApiError:
-    if job.state is JobState.CANCELLED:
-        return ApiError(409, "cancelled", "the job was cancelled")
-    assert job.failure is not None
+def _failure(job: Job) -> OutcomeError:
+    if job.state is JobState.CANCELLED or job.failure is None:
+        return OutcomeError(Outcome.CANCELLED, "the job was cancelled")
     f = job.failure
-    return ApiError(f.status, f.error, f.detail, f.retry_after)
+    return OutcomeError(f.outcome, f.detail, f.retry_after)
 
 
 @router.post(
@@ -123,7 +129,7 @@ async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Resp
     """Multipart (`image`, `model`, `reference`, `hints`, `format`, `quality`) or a raw `image/*`
     body with the options as query parameters. Headers: `X-Request-Id`, `Server-Timing`."""
     started = time.monotonic()
-    job = await build_job(state, upload)
+    job = await build_job(state, upload, request)
     _submit(state, job)
     await _wait(state, job, request)
     if job.state is not JobState.DONE or job.result is None:
@@ -137,6 +143,8 @@ async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Resp
             "Server-Timing": _server_timing(job),
             "Cache-Control": "no-store",
         },
+        # The result's host memory stays reserved until its bytes are sent.
+        background=BackgroundTask(job.drop_result, "sent to the client"),
     )
 
 
@@ -165,7 +173,8 @@ def _status(state: ServiceState, job: Job) -> JobStatus:
     error = None
     if job.failure is not None:
         f = job.failure
-        error = JobError(error=f.error, detail=f.detail, status=f.status)
+        told = answer(f.outcome)
+        error = JobError(error=told.error, detail=f.detail, status=told.status)
     available = job.state is JobState.DONE and job.result is not None
     return JobStatus(
         id=job.id,
@@ -195,9 +204,11 @@ def _job(state: ServiceState, job_id: str) -> Job:
     responses={**UPLOAD_ERRORS},
     openapi_extra=RAW_BODY,
 )
-async def create_job(state: StateDep, upload: UploadDep, response: Response) -> JobStatus:
+async def create_job(
+    request: Request, state: StateDep, upload: UploadDep, response: Response
+) -> JobStatus:
     """Same inputs as /colorize; answers 202 with `Location: /jobs/{id}`."""
-    job = await build_job(state, upload)
+    job = await build_job(state, upload, request)
     _submit(state, job)
     state.store.add(job)
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -222,7 +233,8 @@ async def get_result(job_id: str, state: StateDep) -> Response:
         raise ApiError(409, "not_finished", f"the job is {job.state.value}")
     if job.state is not JobState.DONE:
         err = _failure(job)
-        raise ApiError(409, err.error, f"the job did not succeed: {err.detail}")
+        told = answer(err.outcome)
+        raise ApiError(409, told.error, f"the job did not succeed: {err.detail}")
     if job.result is None:
         raise ApiError(404, "result_expired", job.result_dropped or "the result is gone")
     return Response(

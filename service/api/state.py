@@ -24,6 +24,8 @@ class ServiceState:
     worker: Worker
     store: JobStore
     metrics: Metrics
+    host: MemoryManager
+    """Host memory (the device's manager itself on a CPU device)."""
 
 
 def get_state(request: Request) -> ServiceState:

@@ -11,23 +11,28 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from service.device import resolve_device
-from service.engines.base import ColorizeRequest, Engine, EngineError, EngineNotReady
+from service.engines.base import Engine, EngineError, EngineNotReady
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
 from service.imaging.errors import ImageError
 from service.memory import AdmissionError, MemoryManager
+from service.memory.host import device_manager, host_manager
+from service.outcomes import Outcome
 from service.settings import Settings, SettingsError, load_settings
+from service.worker.intake import new_job, read_input
+from service.worker.jobs import Job as WorkerJob
+from service.worker.jobs import JobState
+from service.worker.worker import Worker, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +155,7 @@ def colorize_command(args: argparse.Namespace) -> int:
     reference = None
     if args.reference is not None:
         try:
-            reference = _read_image(args.reference, settings)
+            reference = _check_reference(args.reference, settings)
         except InputFailed as exc:
             return _fail(EXIT_USAGE, f"reference {args.reference}: {exc}")
     jobs, missing = plan_jobs(args.inputs, args.output_dir, args.format, settings)
@@ -167,7 +172,7 @@ def colorize_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(EXIT_USAGE, f"cannot create {args.output_dir}: {exc.strerror or exc}")
     # Made after loading, so the weights count as resident memory, not as any job's.
-    manager = MemoryManager(device, settings.memory_threshold)
+    manager = device_manager(device, settings.memory_threshold, settings.host_memory_bytes)
     tally = Tally()
     for path in missing:
         log.error("%s: no such file or folder", path)
@@ -215,85 +220,136 @@ def _run_jobs(
     jobs: list[Job],
     engine: Engine,
     manager: MemoryManager,
-    reference: np.ndarray | None,
+    reference: bytes | None,
     args: argparse.Namespace,
     settings: Settings,
     tally: Tally,
 ) -> None:
+    host = host_manager(manager, settings.memory_threshold, settings.host_memory_bytes)
+    worker = Worker({engine.name: engine}, manager, settings, encode_image, host=host)
+    # In flight: enough to keep every stage busy, few enough that none waits past its time limit.
+    in_flight = worker.lookahead + worker.batch_max_size + 2 * settings.finish_workers
+    pending: deque[tuple[Job, WorkerJob]] = deque()
     claimed: dict[Path, Path] = {}
-    with (
-        logging_redirect_tqdm(),
-        # disable=None: drawn on a terminal only, so logs and pipes get no carriage returns.
-        tqdm(jobs, desc="colorize", unit="img", file=sys.stderr, disable=None) as bar,
-    ):
-        for job in bar:
-            key = job.output.resolve()
-            if key in claimed:
-                log.error(
-                    "%s: output %s is already written from %s", job.source, job.output, claimed[key]
-                )
-                tally.failed.append(job.source)
-                continue
-            claimed[key] = job.source
-            if job.output.exists() and not args.overwrite:
-                tally.skipped += 1
-                continue
-            started = time.perf_counter()
-            try:
-                _colorize_one(job, engine, manager, reference, args.format, settings)
-            except InputFailed as exc:
-                log.error("%s: %s", job.source, exc)
-                tally.failed.append(job.source)
-            except Exception:
-                # A bug, not the file's fault: keep the traceback, but let the batch go on.
-                log.exception("%s: unexpected error", job.source)
-                tally.failed.append(job.source)
-            else:
-                tally.done += 1
-                tally.seconds += time.perf_counter() - started
+    started = time.perf_counter()
+    worker.start()
+    try:
+        with (
+            logging_redirect_tqdm(),
+            # disable=None: drawn on a terminal only, so logs and pipes get no carriage returns.
+            tqdm(jobs, desc="colorize", unit="img", file=sys.stderr, disable=None) as bar,
+        ):
+            for job in bar:
+                key = job.output.resolve()
+                if key in claimed:
+                    log.error(
+                        "%s: output %s is already written from %s",
+                        job.source,
+                        job.output,
+                        claimed[key],
+                    )
+                    tally.failed.append(job.source)
+                    continue
+                claimed[key] = job.source
+                if job.output.exists() and not args.overwrite:
+                    tally.skipped += 1
+                    continue
+                while len(pending) >= in_flight:
+                    _collect(pending.popleft(), tally)
+                try:
+                    queued = _submit(job, engine, worker, host, reference, args.format, settings)
+                except InputFailed as exc:
+                    log.error("%s: %s", job.source, exc)
+                    tally.failed.append(job.source)
+                    continue
+                pending.append((job, queued))
+            while pending:
+                _collect(pending.popleft(), tally)
+    finally:
+        for _, queued in pending:
+            worker.cancel(queued)
+        worker.stop(timeout=settings.shutdown_grace_s)
+        tally.seconds = time.perf_counter() - started
 
 
-def _colorize_one(
+def _submit(
     job: Job,
     engine: Engine,
-    manager: MemoryManager,
-    reference: np.ndarray | None,
+    worker: Worker,
+    host: MemoryManager,
+    reference: bytes | None,
     fmt: str,
     settings: Settings,
-) -> None:
-    image = _read_image(job.source, settings)
-    request = ColorizeRequest(image=image, reference=reference)
+) -> WorkerJob:
+    """Read `job`'s file, check its header and queue it; InputFailed says why not."""
     try:
-        engine.validate(request)
-        estimate = engine.estimate(request)
-        with manager.reserve(estimate, timeout=settings.admission_wait_s):
-            with manager.measure() as measured:
-                result = engine.run([request])[0]
-            manager.record_estimate(engine.name, estimate, measured.peak_bytes)
+        data = job.source.read_bytes()
+    except OSError as exc:
+        raise InputFailed(f"cannot read: {exc.strerror or exc}") from exc
+    manager = worker.manager
+    try:
+        upload = read_input(
+            data,
+            reference,
+            (),
+            allowed_formats=settings.allowed_formats,
+            max_pixels=settings.max_pixels,
+        )
+        queued = new_job(engine.name, engine, upload, fmt)
+        manager.check_fits(queued.estimate)
+        queued.hold(host.reserve(upload.nbytes, settings.admission_wait_s, purpose="upload"))
+    except ImageError as exc:
+        raise InputFailed(exc.message) from exc
     except AdmissionError as exc:
         raise InputFailed(f"not enough memory on {manager.device}: {exc}") from exc
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise InputFailed(f"out of memory on {manager.device} despite the reservation") from exc
     except EngineError as exc:
         raise InputFailed(str(exc)) from exc
+    try:
+        worker.submit(queued)
+    except WorkerUnavailable as exc:
+        queued.finish(JobState.CANCELLED)
+        raise InputFailed(exc.detail) from exc
+    return queued
+
+
+_MEMORY_OUTCOMES = (Outcome.TOO_LARGE, Outcome.MEMORY_BUSY, Outcome.OOM)
+
+
+def _collect(entry: tuple[Job, WorkerJob], tally: Tally) -> None:
+    """Wait for a queued image and write its result (or report why there is none)."""
+    job, queued = entry
+    queued.wait()
+    result = queued.result
+    if queued.state is not JobState.DONE or result is None:
+        failure = queued.failure
+        why = failure.detail if failure is not None else "cancelled"
+        if failure is not None and failure.outcome in _MEMORY_OUTCOMES:
+            why = f"not enough memory: {why}"
+        log.error("%s: %s", job.source, why)
+        tally.failed.append(job.source)
+        return
+    try:
+        _write(job.output, result)
+    except InputFailed as exc:
+        log.error("%s: %s", job.source, exc)
+        tally.failed.append(job.source)
+    else:
+        tally.done += 1
     finally:
-        # As the worker does after every job: hand cached blocks back, collect if above the mark.
-        manager.clear_cache()
-        manager.trigger_gc_if_needed()
-    _write(job.output, encode_image(result, fmt))
+        queued.drop_result("written")
 
 
-def _read_image(path: Path, settings: Settings) -> np.ndarray:
+def _check_reference(path: Path, settings: Settings) -> bytes:
+    """The reference photo's bytes, once decoded to prove it is usable; InputFailed if not."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputFailed(f"cannot read: {exc.strerror or exc}") from exc
     try:
-        return decode_image(
-            data, allowed_formats=settings.allowed_formats, max_pixels=settings.max_pixels
-        )
+        decode_image(data, allowed_formats=settings.allowed_formats, max_pixels=settings.max_pixels)
     except ImageError as exc:
         raise InputFailed(exc.message) from exc
+    return data
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -135,6 +135,39 @@ class Engine(ABC):
         if request.hints:
             raise InvalidRequest(f"engine {self.name!r} does not take hints")
 
+    # -- the stages: prepare (CPU pool) -> forward (device thread) -> finish (CPU pool) ----------
+    # By default everything happens in `forward` (which is `run`); an engine that can move CPU
+    # work off the device thread overrides the three together.
+
+    def prepare(self, request: ColorizeRequest) -> object | None:
+        """CPU work before the device (resize to the network input...); default: none."""
+        return None
+
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
+        """The device stage: one output per request, each final (an image) or for `finish`."""
+        return list(self.run(requests, chunk_bytes))
+
+    def finish(
+        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    ) -> np.ndarray:
+        """CPU work after the device (colour join on a CPU device); default: `output` as is."""
+        if not isinstance(output, np.ndarray):
+            raise TypeError(f"{self.name} forward returned {type(output).__name__}, not an image")
+        return output
+
+    def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
+        """Bytes the device stage reserves for `request` (in a batch of `batch` like it)."""
+        return self.estimate(request, batch)
+
+    def finish_estimate(self, request: ColorizeRequest) -> int:
+        """Bytes the finish stage reserves for `request` beyond its pixels (0: none)."""
+        return 0
+
     @abstractmethod
     def run(
         self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None

@@ -231,6 +231,40 @@ def probe_size(
     return width, height
 
 
+def probe_upright_size(
+    data: bytes, *, allowed_formats: Collection[str], max_pixels: int
+) -> tuple[int, int]:
+    """(width, height) as the decoded image will be (EXIF-upright), without decoding a pixel.
+
+    Raises what `decode_image` would for a bad header: 415, 413 over `max_pixels`, 422.
+    """
+    fmt, width, height = _probe(data, allowed_formats)
+    _check_pixels(width, height, max_pixels)
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
+            _check_pixels(im.size[0], im.size[1], max_pixels)
+            width, height = im.size
+            try:
+                orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+            except Exception:
+                orientation = 1  # decode_image ignores broken EXIF too
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as exc:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        counted = _BOMB_PIXELS.search(str(exc))
+        pixels = int(counted.group(1)) if counted else None
+        raise ImageTooLarge(width, height, min(max_pixels, limit), pixels) from exc
+    except Exception as exc:
+        logger.debug("unreadable %s header", fmt, exc_info=True)
+        reason = _OBJECT_REPR.sub("the upload", str(exc))
+        raise UndecodableImage(f"corrupt or truncated {fmt} file: {reason}") from exc
+    # Orientations 5-8 turn the picture a quarter: the upright image is the header's transpose.
+    if orientation in (5, 6, 7, 8):
+        return height, width
+    return width, height
+
+
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 

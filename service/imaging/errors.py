@@ -1,16 +1,17 @@
-"""Why an uploaded image was refused; each error carries the HTTP status the API answers with."""
+"""Why an uploaded image was refused; each error names its outcome (the API picks the status)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import ClassVar
 
+from service.outcomes import Outcome
+
 
 class ImageError(Exception):
-    """An upload the client must fix; the HTTP layer answers `status` with `message` as detail."""
+    """An upload the client must fix; `message` is the detail the client reads."""
 
-    status: ClassVar[int] = 422
-    """HTTP status for this error (see GUIDE.md section 2)."""
+    outcome: ClassVar[Outcome] = Outcome.INVALID_IMAGE
     title: ClassVar[str] = "invalid image"
     """Short, fixed summary for the response's `error` field."""
 
@@ -22,7 +23,7 @@ class ImageError(Exception):
 class UnsupportedFormat(ImageError):
     """Not one of the allowed image formats (a disallowed one, markup, text or unknown bytes)."""
 
-    status = 415
+    outcome = Outcome.UNSUPPORTED_FORMAT
     title = "unsupported image format"
 
     def __init__(self, allowed: Iterable[str], detected: str | None = None) -> None:
@@ -35,7 +36,7 @@ class UnsupportedFormat(ImageError):
 class ImageTooLarge(ImageError):
     """Width x height is over the pixel limit (judged from the header, before decoding)."""
 
-    status = 413
+    outcome = Outcome.IMAGE_TOO_LARGE
     title = "image too large"
 
     def __init__(self, width: int, height: int, max_pixels: int, pixels: int | None = None) -> None:
@@ -53,5 +54,5 @@ class ImageTooLarge(ImageError):
 class UndecodableImage(ImageError):
     """An allowed format that cannot be decoded: empty, truncated, corrupt."""
 
-    status = 422
+    outcome = Outcome.INVALID_IMAGE
     title = "undecodable image"

@@ -150,12 +150,14 @@ class CpuBackend:
         self,
         proc_self: Path = Path("/proc/self"),
         cgroup_root: Path = Path("/sys/fs/cgroup"),
+        capacity: int | None = None,
     ) -> None:
         self.proc_self = proc_self
         self.cgroup_root = cgroup_root
         self._process = psutil.Process(os.getpid())
         self._trimmed_at = self._rss()
-        self._total = host_capacity_bytes(proc_self / "cgroup", cgroup_root)
+        # COLORIZE_HOST_MEMORY_BYTES, when set, wins over what the kernel says.
+        self._total = capacity or host_capacity_bytes(proc_self / "cgroup", cgroup_root)
         self._hwm_resettable = True
 
     def _rss(self) -> int:
@@ -202,12 +204,12 @@ class CpuBackend:
         return self._rss()
 
 
-def backend_for(device: torch.device) -> DeviceBackend:
-    """The backend that answers for `device`."""
+def backend_for(device: torch.device, host_capacity: int | None = None) -> DeviceBackend:
+    """The backend that answers for `device`; `host_capacity` overrides the CPU's capacity."""
     if device.type == "cuda":
         return CudaBackend(0 if device.index is None else device.index)
     if device.type == "mps":
         return MpsBackend()
     if device.type == "cpu":
-        return CpuBackend()
+        return CpuBackend(capacity=host_capacity)
     raise ValueError(f"no memory backend for device type {device.type!r}")

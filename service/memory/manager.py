@@ -76,15 +76,27 @@ class Measurement:
 class Reservation:
     """Bytes held from the admission budget; released on exit, exceptions included."""
 
-    def __init__(self, manager: MemoryManager, nbytes: int, used_at_start: int) -> None:
+    def __init__(
+        self, manager: MemoryManager, nbytes: int, used_at_start: int, purpose: str = "job"
+    ) -> None:
         self.manager = manager
         self.nbytes = nbytes
         self.used_at_start = used_at_start
+        self.purpose = purpose
+        """What the bytes are for (`body`, `upload`, `pixels`, `compute`, ...): a metric label."""
         self.released = False
 
     def release(self) -> None:
         """Give the bytes back (idempotent)."""
         self.manager._release(self)
+
+    def shrink(self, nbytes: int) -> bool:
+        """Keep only `nbytes` (never more than held); False if already released."""
+        return self.manager._resize(self, min(self.nbytes, max(0, nbytes)))
+
+    def grow(self, extra: int) -> None:
+        """Hold `extra` more bytes now, without waiting; raises MemoryRefused or NeverFits."""
+        self.manager._grow(self, extra)
 
     def __enter__(self) -> Reservation:
         return self
@@ -223,7 +235,7 @@ class MemoryManager:
                 budget=budget,
             )
 
-    def reserve(self, nbytes: int, timeout: float = 0.0) -> Reservation:
+    def reserve(self, nbytes: int, timeout: float = 0.0, purpose: str = "job") -> Reservation:
         """Hold `nbytes` of the budget, waiting up to `timeout` s (clearing caches once) for room.
 
         Raises NeverFits when waiting cannot help and MemoryRefused when the wait runs out.
@@ -239,7 +251,7 @@ class MemoryManager:
             with self._lock:
                 available = self._available(reading.used, reading.total)
                 if nbytes <= available:
-                    reservation = Reservation(self, nbytes, reading.used)
+                    reservation = Reservation(self, nbytes, reading.used, purpose)
                     self._held.append(reservation)
                     self.stats.admissions += 1
                     if waited:
@@ -280,6 +292,14 @@ class MemoryManager:
         for observe in list(self.observers):
             observe(model, estimate, measured)
 
+    def held_by_purpose(self) -> dict[str, int]:
+        """Bytes of the reservations held now, by what they are for."""
+        held: dict[str, int] = {}
+        with self._lock:
+            for r in self._held:
+                held[r.purpose] = held.get(r.purpose, 0) + r.nbytes
+        return held
+
     def refresh_idle(self) -> None:
         """Note our resident memory while no job runs (after loading engines, between jobs)."""
         resident = self.backend.resident()
@@ -305,6 +325,34 @@ class MemoryManager:
         else:
             committed = used
         return max(0, self._limit(total) - committed)
+
+    def _resize(self, reservation: Reservation, nbytes: int) -> bool:
+        with self._lock:
+            if reservation.released:
+                return False
+            shrunk = nbytes < reservation.nbytes
+            reservation.nbytes = nbytes
+            if shrunk:
+                self._changed.notify_all()
+            return True
+
+    def _grow(self, reservation: Reservation, extra: int) -> None:
+        if extra <= 0:
+            return
+        self.check_fits(reservation.nbytes + extra)
+        reading = self.backend.read()
+        with self._lock:
+            if reservation.released:
+                raise ValueError("cannot grow a released reservation")
+            available = self._available(reading.used, reading.total)
+            if extra > available:
+                self.stats.refused_timeout += 1
+                raise MemoryRefused(
+                    f"needs {extra} more bytes, {available} available",
+                    requested=reservation.nbytes + extra,
+                    budget=available,
+                )
+            reservation.nbytes += extra
 
     def _release(self, reservation: Reservation) -> None:
         with self._lock:

@@ -1,4 +1,9 @@
-"""A job's life (queued, running, done, failed, cancelled) and the store that keeps results."""
+"""A job's life (queued, running, done, failed, cancelled) and the store that keeps results.
+
+A queued job holds what was uploaded (compressed bytes and the header's size), never decoded
+pixels: the prepare stage decodes it shortly before the device needs it. Every byte a job keeps
+on the host is covered by a host-memory reservation that the job releases when it lets go.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-import numpy as np
-
-from service.engines.base import ColorizeRequest
-
-_NO_PIXELS = np.empty((0, 0, 3), dtype=np.uint8)
+from service.engines.base import ColorizeRequest, Hint
+from service.memory import Reservation
+from service.outcomes import Failure, Outcome
 
 
 class JobState(str, Enum):
@@ -32,22 +35,40 @@ class JobState(str, Enum):
 
 
 @dataclass(frozen=True)
-class JobFailure:
-    """Why a job did not produce an image, as the HTTP status and body it maps to."""
+class JobInput:
+    """An upload as received: compressed bytes and what their headers say, nothing decoded."""
 
-    status: int
-    error: str
-    detail: str
-    retry_after: int | None = None
+    image: bytes
+    width: int
+    """Width as stored in the header (EXIF may turn it upright later)."""
+    height: int
+    reference: bytes | None = None
+    reference_pixels: int = 0
+    hints: tuple[Hint, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Compressed bytes held while the job waits."""
+        return len(self.image) + (len(self.reference) if self.reference is not None else 0)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One colorization request travelling from the API to the worker and back."""
+    """One colorization request travelling from the API to the worker and back.
+
+    Compared by identity (eq=False): the queue finds and removes a job as that object, never by
+    comparing its fields (pixels among them).
+    """
 
     model: str
-    request: ColorizeRequest
+    input: JobInput | None
+    """The upload, until the prepare stage has decoded it (then None: the bytes are freed)."""
     estimate: int
+    """Bytes the compute stage reserves, from the header's size."""
     output_format: str = "png"
     quality: int | None = None
     id: str = field(default_factory=lambda: secrets.token_urlsafe(18))
@@ -58,11 +79,21 @@ class Job:
     finished_at: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each phase: decode, queue, compute, encode."""
-    failure: JobFailure | None = None
+    request: ColorizeRequest | None = None
+    """Decoded pixels: set by the prepare stage, dropped when the job finishes."""
+    prepared: object | None = None
+    """Engine-specific input made by the prepare stage (a resized, normalised tensor...)."""
+    failure: Failure | None = None
     result: bytes | None = None
     result_dropped: str | None = None
     """Why a finished result is no longer kept (retention), if it was dropped."""
     batch_size: int = 1
+    told: Outcome | None = None
+    """What the client was told before the job ended (a 504 while it ran): what it counts as."""
+    prepare_state: str = "waiting"
+    """Where a queued job is in the prepare stage: waiting, preparing or ready."""
+    holds: list[Reservation] = field(default_factory=list, repr=False)
+    """Host memory the job holds (upload, pixels, result), released as it lets go of each."""
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list[Callable[[Job], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -84,7 +115,7 @@ class Job:
         state: JobState,
         *,
         result: bytes | None = None,
-        failure: JobFailure | None = None,
+        failure: Failure | None = None,
     ) -> bool:
         """Move to a final state exactly once; False if it had already finished."""
         with self._lock:
@@ -94,18 +125,70 @@ class Job:
             self.result = result
             self.failure = failure
             self.finished_at = time.monotonic()
-            # The input is not needed any more: free its pixels before the result is collected
-            # (a fresh empty array: a slice would be a view that keeps the whole image alive).
-            self.request = ColorizeRequest(image=_NO_PIXELS)
+            # The input is not needed any more: free its bytes and pixels before the result is
+            # collected, and give back the host memory they held (all but the result's).
+            self.input = None
+            self.request = None
+            self.prepared = None
+            self._release_holds(keep=len(result) if result is not None else 0)
             callbacks, self._callbacks = self._callbacks, []
             self._done.set()
         for callback in callbacks:
             callback(self)
         return True
 
-    def fail(self, status: int, error: str, detail: str, retry_after: int | None = None) -> bool:
-        """Finish as failed with the HTTP mapping of the reason."""
-        return self.finish(JobState.FAILED, failure=JobFailure(status, error, detail, retry_after))
+    def fail(self, outcome: Outcome, detail: str, retry_after: int | None = None) -> bool:
+        """Finish as failed with `outcome`; False if the job had already finished."""
+        return self.finish(JobState.FAILED, failure=Failure(outcome, detail, retry_after))
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the job ended (None while it has not)."""
+        if not self._done.is_set():
+            return None
+        if self.state is JobState.DONE:
+            return Outcome.DONE
+        if self.failure is not None:
+            return self.failure.outcome
+        return Outcome.CANCELLED
+
+    def hold(self, reservation: Reservation) -> None:
+        """Keep `reservation` until the job lets go of what it covers."""
+        with self._lock:
+            if not self._done.is_set():
+                self.holds.append(reservation)
+                return
+        reservation.release()
+
+    def release_hold(self, purpose: str) -> None:
+        """Give back the reservations held for `purpose` (the upload once it is decoded...)."""
+        with self._lock:
+            kept = []
+            for reservation in self.holds:
+                if reservation.purpose == purpose:
+                    reservation.release()
+                else:
+                    kept.append(reservation)
+            self.holds = kept
+
+    def drop_result(self, reason: str) -> None:
+        """Forget the encoded result (retention) and give back the memory it held."""
+        with self._lock:
+            self.result = None
+            self.result_dropped = reason
+            self._release_holds(keep=0)
+
+    def _release_holds(self, keep: int) -> None:
+        # Called with the lock held. The result's bytes stay covered while the job keeps them:
+        # the largest hold shrinks to them and the rest go back.
+        holds, self.holds = self.holds, []
+        holds.sort(key=lambda r: r.nbytes, reverse=True)
+        for reservation in holds:
+            if keep > 0 and reservation.shrink(keep):
+                self.holds.append(reservation)
+                keep = 0
+            else:
+                reservation.release()
 
 
 class JobStore:
@@ -130,7 +213,9 @@ class JobStore:
 
     def remove(self, job_id: str) -> None:
         with self._lock:
-            self._jobs.pop(job_id, None)
+            job = self._jobs.pop(job_id, None)
+        if job is not None and job.state.finished:
+            job.drop_result("the job was deleted")
 
     def __len__(self) -> int:
         with self._lock:
@@ -148,26 +233,24 @@ class JobStore:
             for job in finished:
                 assert job.finished_at is not None
                 if job.result is not None and now - job.finished_at > self.ttl_s:
-                    job.result = None
-                    job.result_dropped = f"result expired after the {self.ttl_s:g} s retention"
+                    job.drop_result(f"result expired after the {self.ttl_s:g} s retention")
             total = sum(len(j.result) for j in finished if j.result is not None)
             for job in sorted(finished, key=lambda j: j.finished_at or 0.0):
                 if total <= self.max_bytes:
                     break
                 if job.result is not None:
                     total -= len(job.result)
-                    job.result = None
-                    job.result_dropped = (
-                        f"result dropped: kept results exceeded {self.max_bytes} bytes"
-                    )
+                    job.drop_result(f"result dropped: kept results exceeded {self.max_bytes} bytes")
             # Records of finished jobs stay for twice the retention so a client can still learn
             # what happened; the table is also capped in count.
             for job in finished:
                 assert job.finished_at is not None
                 if now - job.finished_at > 2 * self.ttl_s:
+                    job.drop_result("the job record expired")
                     self._jobs.pop(job.id, None)
             while len(self._jobs) > self.max_jobs:
                 oldest = next(iter(self._jobs.values()))
                 if not oldest.state.finished:
                     break
+                oldest.drop_result("the job record was evicted")
                 self._jobs.popitem(last=False)

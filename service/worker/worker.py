@@ -1,4 +1,10 @@
-"""The one thread that owns the device: a bounded FIFO, batching, memory admission, OOM recovery."""
+"""The staged pipeline: prepare (CPU pool) -> device (one thread) -> finish (CPU pool).
+
+The queue holds uploads, not pixels. The prepare threads decode only the first `lookahead`
+waiting jobs, inside host reservations; the device thread takes prepared jobs in order, batches
+them, reserves the device and runs the forward pass; the finish threads join colour on CPU
+devices and encode. Each stage is bounded, so what the service holds is bounded by the budget.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +18,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 
-from service.engines.base import ColorizeRequest, Engine, InvalidRequest
+from service.engines.base import Engine, InvalidRequest
 from service.memory import MemoryManager, MemoryRefused, NeverFits
+from service.outcomes import Failure, Outcome
 from service.settings import Settings
+from service.worker import stages
 from service.worker.jobs import Job, JobState
+from service.worker.stages import EncodeFn, EngineContractError, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
-EncodeFn = Callable[[np.ndarray, str, "int | None"], bytes]
+__all__ = ["EngineContractError", "Worker", "WorkerUnavailable", "batch_limit", "is_out_of_memory"]
+
+STAGES = ("prepare", "device", "finish")
 
 
 class WorkerUnavailable(Exception):
-    """The worker cannot take a job now: queue full, draining, or dead (all 503)."""
+    """The worker cannot take a job now: queue full, draining, or dead."""
 
-    reason = "unavailable"
+    outcome = Outcome.QUEUE_FULL
 
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
@@ -37,45 +47,15 @@ class WorkerUnavailable(Exception):
 
 
 class QueueFull(WorkerUnavailable):
-    reason = "queue_full"
+    outcome = Outcome.QUEUE_FULL
 
 
 class Draining(WorkerUnavailable):
-    reason = "shutting_down"
+    outcome = Outcome.SHUTDOWN
 
 
 class WorkerDead(WorkerUnavailable):
-    reason = "worker_dead"
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, MPS/CPU allocator failures and Python's MemoryError."""
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-class EngineContractError(RuntimeError):
-    """An engine answered something other than one RGB image per request, each of its size."""
-
-
-def _checked(
-    engine: Engine, requests: Sequence[ColorizeRequest], outputs: list[np.ndarray]
-) -> list[np.ndarray]:
-    if len(outputs) != len(requests):
-        raise EngineContractError(
-            f"{engine.name} returned {len(outputs)} images for {len(requests)} requests"
-        )
-    for request, out in zip(requests, outputs, strict=True):
-        w, h = request.size
-        if out.shape != (h, w, 3) or out.dtype != np.uint8:
-            raise EngineContractError(
-                f"{engine.name} returned {out.dtype} {out.shape} for a {w}x{h} image"
-            )
-    return outputs
+    outcome = Outcome.WORKER_DEAD
 
 
 def batch_limit(setting: int | Literal["auto"], device: torch.device) -> int:
@@ -97,12 +77,14 @@ class WorkerStats:
     """(model, outcome) -> jobs finished."""
     oom_events: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
-    """reason -> submissions refused before queueing."""
+    """outcome -> submissions refused before queueing."""
+    busy_seconds: dict[str, float] = field(default_factory=dict)
+    """stage -> seconds its threads spent working."""
     completed: int = 0
 
 
 class Worker:
-    """Runs queued jobs one batch at a time on the device, inside memory reservations."""
+    """Runs queued jobs through prepare, device and finish, each inside memory reservations."""
 
     def __init__(
         self,
@@ -110,29 +92,51 @@ class Worker:
         manager: MemoryManager,
         settings: Settings,
         encode: EncodeFn,
+        host: MemoryManager | None = None,
     ) -> None:
         self.engines = engines
         self.manager = manager
+        self.host = host if host is not None else manager
+        """Host memory: the device's manager itself on a CPU (one pool, never counted twice)."""
         self.settings = settings
         self.encode = encode
         self.batch_max_size = batch_limit(settings.batch_max_size, manager.device)
         """Jobs per forward pass of a batchable engine: COLORIZE_BATCH_MAX_SIZE, `auto` resolved."""
+        self.lookahead = (
+            self.batch_max_size + settings.prepare_workers
+            if settings.lookahead == "auto"
+            else settings.lookahead
+        )
+        """Waiting jobs decoded ahead of the device: enough to fill the next batch."""
+        self.limits = stages.DecodeLimits(
+            settings.allowed_formats, settings.max_pixels, settings.admission_wait_s
+        )
         self.stats = WorkerStats()
         self.batch_observers: list[Callable[[str, int], None]] = []
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._running: list[Job] = []
+        self._finishing = 0
         self._stopping = False
         self._draining: str | None = None
         self._death: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="colorize-worker", daemon=True)
-        # Encoding runs beside the device thread so the next batch starts while Pillow works.
-        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="colorize-encode")
+        self._thread = threading.Thread(target=self._loop, name="colorize-device", daemon=True)
+        self._preparers = [
+            threading.Thread(target=self._prepare_loop, name=f"colorize-prepare-{i}", daemon=True)
+            for i in range(settings.prepare_workers)
+        ]
+        self._finisher = ThreadPoolExecutor(
+            max_workers=settings.finish_workers, thread_name_prefix="colorize-finish"
+        )
+        # Outputs waiting for a finish thread hold memory too: the device waits past this many.
+        self._finish_slots = threading.BoundedSemaphore(2 * settings.finish_workers)
 
     # -- control ----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
+        for thread in self._preparers:
+            thread.start()
 
     @property
     def alive(self) -> bool:
@@ -156,6 +160,16 @@ class Worker:
         with self._cond:
             return len(self._running)
 
+    def stage_depths(self) -> dict[str, int]:
+        """Jobs in each stage now: waiting or decoding, ready or on the device, finishing."""
+        with self._cond:
+            ready = sum(1 for j in self._queue if j.prepare_state == "ready")
+            return {
+                "prepare": len(self._queue) - ready,
+                "device": ready + len(self._running),
+                "finish": self._finishing,
+            }
+
     def position(self, job: Job) -> int | None:
         """1-based place of a queued job (None if not queued)."""
         with self._cond:
@@ -168,50 +182,92 @@ class Worker:
         """Queue `job` or raise WorkerUnavailable (queue full, draining, dead)."""
         with self._cond:
             if self._death is not None or (self._thread.ident and not self._thread.is_alive()):
-                self.stats.refused["worker_dead"] += 1
+                self.stats.refused[Outcome.WORKER_DEAD.value] += 1
                 raise WorkerDead("the worker thread has stopped; the service is not ready", 5)
             if self._draining is not None:
-                self.stats.refused["shutting_down"] += 1
+                self.stats.refused[Outcome.SHUTDOWN.value] += 1
                 raise Draining(self._draining, 5)
             if len(self._queue) >= self.settings.queue_size:
-                self.stats.refused["queue_full"] += 1
+                self.stats.refused[Outcome.QUEUE_FULL.value] += 1
                 raise QueueFull(
                     f"the queue is full ({self.settings.queue_size} jobs waiting)",
                     self._retry_after(),
                 )
+            job.on_finish(self._count)
             self._queue.append(job)
             self._cond.notify_all()
 
-    def cancel(self, job: Job) -> bool:
-        """Take a queued job out of the queue; False if it already started or finished."""
+    def cancel(self, job: Job, outcome: Outcome = Outcome.CANCELLED, detail: str = "") -> bool:
+        """End a queued job with `outcome`; False if it already reached the device or finished."""
         with self._cond:
             try:
                 self._queue.remove(job)
             except ValueError:
                 return False
-        job.finish(JobState.CANCELLED)
-        self._count(job, "cancelled")
-        return True
+            self._cond.notify_all()
+        if outcome is Outcome.CANCELLED:
+            return job.finish(JobState.CANCELLED)
+        return job.fail(outcome, detail or outcome.value)
 
     def drain(self, reason: str = "the service is shutting down") -> None:
         """Stop admitting; fail queued jobs with `reason`; let the running batch finish."""
         with self._cond:
             self._draining = reason
             queued, self._queue = list(self._queue), deque()
+            self._cond.notify_all()
         for job in queued:
-            if job.fail(503, "shutting_down", f"{reason}; the job was not started", 5):
-                self._count(job, "shutdown")
+            job.fail(Outcome.SHUTDOWN, f"{reason}; the job was not started", 5)
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Drain, let the running batch finish (up to `timeout` s), end the thread."""
+        """Drain, let the running batch finish (up to `timeout` s), end the threads."""
         self.drain()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.ident is not None:
             self._thread.join(timeout)
-        self._encoder.shutdown(wait=True, cancel_futures=False)
+        for thread in self._preparers:
+            if thread.ident is not None:
+                thread.join(timeout)
+        self._finisher.shutdown(wait=True, cancel_futures=False)
         return not self._thread.is_alive()
+
+    # -- the prepare stage --------------------------------------------------------------------
+
+    def _prepare_loop(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_to_prepare()
+                while job is None:
+                    if self._stopping:
+                        return
+                    self._cond.wait()
+                    job = self._next_to_prepare()
+                job.prepare_state = "preparing"
+            started = time.monotonic()
+            engine = self.engines.get(job.model)
+            if engine is None:
+                failure: Failure | None = Failure(Outcome.INVALID_REQUEST, f"no model {job.model}")
+            else:
+                failure = stages.prepare(job, engine, self.host, self.limits)
+            with self._cond:
+                self._busy("prepare", started)
+                if failure is None:
+                    job.prepare_state = "ready"
+                elif job in self._queue:
+                    self._queue.remove(job)
+                self._cond.notify_all()
+            if failure is not None:
+                job.fail(failure.outcome, failure.detail, failure.retry_after)
+
+    def _next_to_prepare(self) -> Job | None:
+        # Only the first `lookahead` jobs: a long queue costs its uploads' bytes, not pixels.
+        for i, job in enumerate(self._queue):
+            if i >= self.lookahead:
+                return None
+            if job.prepare_state == "waiting":
+                return job
+        return None
 
     # -- the device thread ------------------------------------------------------------------
 
@@ -234,14 +290,15 @@ class Worker:
                 stranded = (batch or []) + list(self._queue)
                 self._queue.clear()
                 self._running = []
+                self._stopping = True
+                self._cond.notify_all()
             for job in stranded:
                 detail = "the worker thread stopped before the job finished"
-                if job.fail(503, "worker_dead", detail, 5):
-                    self._count(job, "worker_dead")
+                job.fail(Outcome.WORKER_DEAD, detail, 5)
 
     def _next_batch(self) -> list[Job] | None:
         with self._cond:
-            while not self._queue:
+            while not (self._queue and self._queue[0].prepare_state == "ready"):
                 if self._stopping:
                     return None
                 self._cond.wait()
@@ -257,6 +314,8 @@ class Worker:
                     break
                 self._cond.wait(remaining)
             self._running = batch
+            # The look-ahead window slid: the preparers may start on the jobs now inside it.
+            self._cond.notify_all()
         return batch
 
     def _take_same_model(self, batch: list[Job], limit: int) -> None:
@@ -265,7 +324,11 @@ class Worker:
         for job in list(self._queue):
             if len(batch) >= limit:
                 return
-            if job.model == batch[0].model and total + job.estimate <= budget:
+            if (
+                job.prepare_state == "ready"
+                and job.model == batch[0].model
+                and total + job.estimate <= budget
+            ):
                 self._queue.remove(job)
                 batch.append(job)
                 total += job.estimate
@@ -274,13 +337,15 @@ class Worker:
         now = time.monotonic()
         live: list[Job] = []
         for job in batch:
-            job.timings["queue"] = now - job.created  # created after decoding
+            job.timings["queue"] = now - job.created
             if now - job.created > self.settings.job_timeout_s:
-                if job.fail(504, "timeout", "the job waited longer than the job time limit"):
-                    self._count(job, "timeout")
+                job.fail(Outcome.TIMEOUT, "the job waited longer than the job time limit")
+                continue
+            if job.state.finished:  # cancelled or timed out while it was being prepared
                 continue
             job.state, job.started, job.batch_size = JobState.RUNNING, now, len(batch)
             live.append(job)
+        started = time.monotonic()
         try:
             if live:
                 self._admit_and_compute(live)
@@ -288,57 +353,72 @@ class Worker:
             with self._cond:
                 self._running = []
             self._after_job()
+            self._busy("device", started)
 
     def _admit_and_compute(self, jobs: list[Job]) -> None:
         model = jobs[0].model
         engine = self.engines[model]
         if not engine.ready:
-            self._fail_all(jobs, 503, "model_not_ready", engine.not_ready_reason or "", "not_ready")
+            self._fail_all(jobs, Failure(Outcome.NOT_READY, engine.not_ready_reason or "", 30))
             return
-        total = sum(j.estimate for j in jobs)
+        requests = [j.request for j in jobs]
+        if any(r is None for r in requests):
+            self._fail_all(jobs, Failure(Outcome.ERROR, "the job reached the device undecoded"))
+            return
+        total = sum(engine.device_estimate(r, len(jobs)) // len(jobs) for r in requests if r)
         try:
-            reservation = self.manager.reserve(total, timeout=self.settings.admission_wait_s)
+            reservation = self.manager.reserve(
+                total, timeout=self.settings.admission_wait_s, purpose="compute"
+            )
         except NeverFits as exc:
             if len(jobs) > 1:  # the budget shrank since batching: run them one by one
                 for job in jobs:
                     self._admit_and_compute([job])
                 return
-            self._fail_all(jobs, 413, "too_large", str(exc), "too_large")
+            self._fail_all(jobs, Failure(Outcome.TOO_LARGE, str(exc)))
             return
         except MemoryRefused as exc:
             detail = f"device memory could not be reserved in time: {exc}"
-            self._fail_all(jobs, 503, "memory_busy", detail, "memory_busy", retry_after=2)
+            self._fail_all(jobs, Failure(Outcome.MEMORY_BUSY, detail, 2))
             return
         for observe in self.batch_observers:
             observe(model, len(jobs))
         with reservation:
             started = time.monotonic()
             with self.manager.measure() as peak:
-                outputs = self._compute(engine, jobs, total)
+                outputs = self._compute(engine, jobs)
             elapsed = time.monotonic() - started
         if outputs is None:
             return
         self.manager.record_estimate(model, total, peak.peak_bytes)
-        for job, rgb in zip(jobs, outputs, strict=True):
+        for job, output in zip(jobs, outputs, strict=True):
             job.timings["compute"] = elapsed
-            self._encoder.submit(self._encode, job, rgb)
+            # Bounded hand-over: past 2 x finish threads, the device waits for the CPU stage.
+            self._finish_slots.acquire()
+            with self._cond:
+                self._finishing += 1
+            self._finisher.submit(self._finish, job, engine, output)
 
-    def _compute(self, engine: Engine, jobs: list[Job], reserved: int) -> list[np.ndarray] | None:
-        requests = [j.request for j in jobs]
+    def _chunk(self, engine: Engine) -> int | None:
         # The working chunk the estimate already covers: the exemplar's matching chunk
         # (fixed_bytes), or for the networks the forward pass's bytes, which its colour
         # conversion bands reuse. The OOM retry runs with a quarter of it.
         model = engine.memory_model
-        chunk = model.fixed_bytes or model.per_item_bytes or None
+        return model.fixed_bytes or model.per_item_bytes or None
+
+    def _compute(self, engine: Engine, jobs: list[Job]) -> list[object] | None:
+        requests = [j.request for j in jobs if j.request is not None]
+        prepared = [j.prepared for j in jobs]
+        chunk = self._chunk(engine)
         try:
-            return _checked(engine, requests, engine.run(requests, chunk_bytes=chunk))
+            return _counted(engine, len(jobs), engine.forward(requests, prepared, chunk))
         except InvalidRequest as exc:
-            self._fail_all(jobs, 422, "invalid_request", str(exc), "invalid")
+            self._fail_all(jobs, Failure(Outcome.INVALID_REQUEST, str(exc)))
             return None
         except Exception as exc:
             if not is_out_of_memory(exc):
                 log.exception("engine %s failed", engine.name)
-                self._fail_all(jobs, 500, "engine_error", f"the engine failed: {exc}", "error")
+                self._fail_all(jobs, Failure(Outcome.ERROR, f"the engine failed: {exc}"))
                 return None
             first_error = exc
         self._recover_from_oom(engine.name, first_error)
@@ -346,16 +426,17 @@ class Worker:
             # One retry, smaller: one image at a time, and a quarter of the working chunk.
             smaller = None if chunk is None else max(1 << 20, chunk // 4)
             return [
-                _checked(engine, [r], engine.run([r], chunk_bytes=smaller))[0] for r in requests
+                _counted(engine, 1, engine.forward([r], [p], smaller))[0]
+                for r, p in zip(requests, prepared, strict=True)
             ]
         except Exception as exc:
             if not is_out_of_memory(exc):
                 log.exception("engine %s failed on retry", engine.name)
-                self._fail_all(jobs, 500, "engine_error", f"the engine failed: {exc}", "error")
+                self._fail_all(jobs, Failure(Outcome.ERROR, f"the engine failed: {exc}"))
                 return None
             self._recover_from_oom(engine.name, exc)
             detail = f"out of device memory after a retry with a smaller batch/chunk: {exc}"
-            self._fail_all(jobs, 507, "out_of_memory", detail, "oom")
+            self._fail_all(jobs, Failure(Outcome.OOM, detail))
             return None
 
     def _recover_from_oom(self, model: str, exc: BaseException) -> None:
@@ -364,23 +445,6 @@ class Worker:
         exc.__traceback__ = None  # frames of the failed forward pass hold its tensors
         gc.collect()
         self.manager.clear_cache()
-
-    def _encode(self, job: Job, rgb: np.ndarray) -> None:
-        started = time.monotonic()
-        try:
-            data = self.encode(rgb, job.output_format, job.quality)
-        except Exception as exc:
-            outcome = "oom" if is_out_of_memory(exc) else "error"
-            log.exception("encoding job %s failed", job.id)
-            what = "out of memory while encoding" if outcome == "oom" else "encoding failed"
-            # A bare MemoryError() has no message: say what happened ourselves.
-            detail = str(exc) or f"{what} ({type(exc).__name__})"
-            if job.fail(507 if outcome == "oom" else 500, "encode_failed", detail):
-                self._count(job, outcome)
-            return
-        job.timings["encode"] = time.monotonic() - started
-        if job.finish(JobState.DONE, result=data):
-            self._count(job, "done")
 
     def _after_job(self) -> None:
         policy = self.settings.clear_cache
@@ -392,25 +456,57 @@ class Worker:
         self.manager.trigger_gc_if_needed()
         self.manager.refresh_idle()
 
-    def _fail_all(
-        self,
-        jobs: Sequence[Job],
-        status: int,
-        error: str,
-        detail: str,
-        outcome: str,
-        retry_after: int | None = None,
-    ) -> None:
-        for job in jobs:
-            if job.fail(status, error, detail, retry_after):
-                self._count(job, outcome)
+    # -- the finish stage ---------------------------------------------------------------------
 
-    def _count(self, job: Job, outcome: str) -> None:
+    def _finish(self, job: Job, engine: Engine, output: object) -> None:
+        started = time.monotonic()
+        try:
+            outcome = stages.finish(
+                job,
+                engine,
+                output,
+                self.host,
+                self.encode,
+                self.settings.admission_wait_s,
+                self._chunk(engine),
+            )
+            del output
+            if isinstance(outcome, bytes):
+                job.finish(JobState.DONE, result=outcome)
+            else:
+                job.fail(outcome.outcome, outcome.detail, outcome.retry_after)
+        finally:
+            with self._cond:
+                self._finishing -= 1
+                self._busy("finish", started)
+            self._finish_slots.release()
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _fail_all(self, jobs: Sequence[Job], failure: Failure) -> None:
+        for job in jobs:
+            job.fail(failure.outcome, failure.detail, failure.retry_after)
+
+    def _count(self, job: Job) -> None:
+        outcome = job.told or job.outcome or Outcome.ERROR
         with self._cond:
-            self.stats.jobs[(job.model, outcome)] += 1
-            if outcome == "done":
+            self.stats.jobs[(job.model, outcome.value)] += 1
+            if outcome is Outcome.DONE:
                 self.stats.completed += 1
+
+    def _busy(self, stage: str, since: float) -> None:
+        # Called with the condition's lock held, or alone (the device thread is the only writer).
+        busy = self.stats.busy_seconds
+        busy[stage] = busy.get(stage, 0.0) + time.monotonic() - since
 
     def _retry_after(self) -> int:
         # A rough drain time of the queue: depth x recent per-job time, at least one second.
         return max(1, min(60, len(self._queue) // self.batch_max_size))
+
+
+def _counted(engine: Engine, expected: int, outputs: list[object]) -> list[object]:
+    if len(outputs) != expected:
+        raise EngineContractError(
+            f"{engine.name} returned {len(outputs)} images for {expected} requests"
+        )
+    return outputs

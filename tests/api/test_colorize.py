@@ -24,7 +24,7 @@ def test_multipart_upload_answers_a_colour_image_of_the_same_size(
     assert is_colour(out)
     assert len(r.headers["x-request-id"]) >= 20
     phases = [p.split(";")[0] for p in r.headers["server-timing"].split(", ")]
-    assert phases == ["decode", "queue", "compute", "encode"]
+    assert phases == ["decode", "queue", "compute", "finish", "encode"]
     durations = [float(p.split("dur=")[1]) for p in r.headers["server-timing"].split(", ")]
     assert all(d >= 0 for d in durations), r.headers["server-timing"]
 

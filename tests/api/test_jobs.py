@@ -37,7 +37,7 @@ def test_job_lifecycle_queued_running_done(gray_png: bytes) -> None:
         eccv16.gate.set()
         done = wait_state(client, url, {"done"})
         assert done["result_url"] == f"{url}/result"
-        assert set(done["timings"]) == {"decode", "queue", "compute", "encode"}
+        assert set(done["timings"]) == {"decode", "queue", "compute", "finish", "encode"}
         result = client.get(f"{url}/result")
         assert result.status_code == 200 and result.headers["content-type"] == "image/png"
         assert decode(result.content).shape == (128, 128, 3)

@@ -6,16 +6,26 @@ import time
 import tracemalloc
 
 import numpy as np
+import torch
 
 from service.engines.base import ColorizeRequest
-from service.worker.jobs import Job, JobState, JobStore
+from service.memory import CudaBackend, MemoryManager
+from service.outcomes import Outcome
+from service.worker.jobs import Job, JobInput, JobState, JobStore
+from tests.support.fake_devices import FakeCuda, GiB
 
 TTL = 10.0
 """Long enough that JobStore.add, which prunes against the real clock, drops nothing mid-test."""
 
 
 def job(pixels: int = 8) -> Job:
-    return Job("eccv16", ColorizeRequest(image=np.zeros((pixels, pixels, 3), np.uint8)), 1)
+    j = Job("eccv16", JobInput(b"png bytes", pixels, pixels), 1)
+    j.request = ColorizeRequest(image=np.zeros((pixels, pixels, 3), np.uint8))
+    return j
+
+
+def fake_host() -> MemoryManager:
+    return MemoryManager(torch.device("cuda", 0), 1.0, CudaBackend(0, cuda=FakeCuda(total=GiB)))
 
 
 def finished(store: JobStore, result: bytes, at: float) -> Job:
@@ -33,11 +43,38 @@ def test_a_job_finishes_once_and_lets_go_of_its_input() -> None:
     j.on_finish(lambda done: seen.append(done.state))
 
     assert j.finish(JobState.DONE, result=b"png")
-    assert not j.fail(500, "late", "a second outcome is ignored")
+    assert not j.fail(Outcome.ERROR, "a second outcome is ignored")
 
     assert (j.state, j.result, j.failure, seen) == (JobState.DONE, b"png", None, [JobState.DONE])
-    assert j.request.image.nbytes == 0 and j.request.image.base is None
+    assert (j.input, j.request, j.prepared) == (None, None, None)
+    assert j.outcome is Outcome.DONE
     assert j.wait(0)
+
+
+def test_a_finished_job_keeps_host_memory_for_its_result_only_while_it_has_it() -> None:
+    host = fake_host()
+    j = job(64)
+    j.hold(host.reserve(1000, purpose="upload"))
+    j.hold(host.reserve(64 * 64 * 14, purpose="pixels"))
+    assert host.snapshot().reserved_for_jobs == 1000 + 64 * 64 * 14
+
+    j.finish(JobState.DONE, result=b"r" * 300)
+    assert host.held_by_purpose() == {"pixels": 300}, "the largest hold shrinks to the result"
+
+    j.drop_result("sent")
+    assert host.snapshot().reserved_for_jobs == 0 and j.result is None
+    j.hold(host.reserve(10, purpose="late"))
+    assert host.snapshot().reserved_for_jobs == 0, "a finished job releases what it is handed"
+
+
+def test_a_failed_job_gives_back_all_its_host_memory() -> None:
+    host = fake_host()
+    j = job(64)
+    j.hold(host.reserve(5000, purpose="pixels"))
+    assert j.fail(Outcome.MEMORY_BUSY, "busy", 2)
+    assert host.snapshot().reserved_for_jobs == 0
+    assert j.outcome is Outcome.MEMORY_BUSY and j.failure is not None
+    assert j.failure.retry_after == 2
 
 
 def test_results_expire_after_the_retention_and_say_so() -> None:

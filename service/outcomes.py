@@ -1,0 +1,47 @@
+"""What happened to a job, in the service's own words; only the API turns these into statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Outcome(str, Enum):
+    """How a job (or a submission) ended; the value labels `colorize_jobs_total{outcome}`."""
+
+    DONE = "done"
+    CANCELLED = "cancelled"
+    """The client left, or deleted the queued job."""
+    TIMEOUT = "timeout"
+    """Queue wait plus compute passed COLORIZE_JOB_TIMEOUT_S."""
+    OOM = "oom"
+    """Out of memory after the recovery attempt (or while encoding)."""
+    ERROR = "error"
+    """The engine or the encoder failed for a reason of ours (a bug)."""
+    INVALID_REQUEST = "invalid_request"
+    """The request is wrong for the engine (missing reference, hint outside the image...)."""
+    GRAYSCALE_REFERENCE = "grayscale_reference"
+    INVALID_IMAGE = "invalid_image"
+    """An allowed format that cannot be decoded: empty, truncated, corrupt."""
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_TOO_LARGE = "image_too_large"
+    """Over COLORIZE_MAX_PIXELS."""
+    TOO_LARGE = "too_large"
+    """Can never fit the memory budget, however long it waits."""
+    MEMORY_BUSY = "memory_busy"
+    """Memory could not be reserved in time: try again later."""
+    NOT_READY = "not_ready"
+    """The engine's weights are not loaded."""
+    QUEUE_FULL = "queue_full"
+    SHUTDOWN = "shutdown"
+    WORKER_DEAD = "worker_dead"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job did not produce an image: the outcome and a detail for the client."""
+
+    outcome: Outcome
+    detail: str
+    retry_after: int | None = None
+    """Seconds after which trying again may succeed, where the cause is passing."""
