@@ -4,9 +4,10 @@ The published files (`ddcolor_modelscope.pth`, `ddcolor_artistic.pth`, `ddcolor_
 `ddcolor_paper_tiny.pth`) are BasicSR saves, `{'params': state_dict}`. Besides the network's
 keys they carry the ConvNeXt classifier head `encoder.arch.head_cls` (a Linear from the last
 stage to 4 classes in the ModelScope ConvNeXt the models were trained with), which the published
-architecture no longer has; exactly those two keys may be extra. Every other difference is an
-error that lists the keys, because upstream's `load_state_dict(strict=False)` would otherwise
-run a half-random network without a word.
+architecture no longer has; exactly those two keys may be extra. The `mean`/`std` buffers may
+be absent (they are ImageNet constants, filled in). Every other difference is an error that
+lists the keys, because upstream's `load_state_dict(strict=False)` would otherwise run a
+half-random network without a word.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Two deliberate differences, both invisible where the photo is the render size:
   around when it becomes uint8.
 
 Colour conversions are the project's (`service.imaging.lab`, scikit-image's formulas) instead of
-OpenCV's; tests/support/ddcolor_reference.py runs the OpenCV original to bound the difference.
+OpenCV's; tests/support/ddcolor.py runs the OpenCV original to bound the difference.
 """
 
 from __future__ import annotations
