@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from service.engines.base import ColorizeRequest
+from service.engines.ddcolor.checkpoint import load_network, save_random_checkpoint
+from service.engines.ddcolor.network import DDColor
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.fixed import FixedInputEngine
 from service.engines.siggraph17 import Siggraph17Engine
@@ -72,3 +74,17 @@ class AloneOutputs:
 def alone(coffee: np.ndarray) -> AloneOutputs:
     """Outputs of single-image runs of `coffee` and `pixel`, shared by the engine suites."""
     return AloneOutputs({"coffee": coffee, "pixel": PIXEL})
+
+
+@pytest.fixture(scope="session")
+def ddcolor_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated DDColor-T checkpoint in the published layout (220 MB; ~10 s, so once)."""
+    return save_random_checkpoint(
+        tmp_path_factory.mktemp("ddcolor") / "ddcolor_paper_tiny.pth", "tiny", seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def ddcolor_tiny(ddcolor_tiny_checkpoint: Path) -> DDColor:
+    """DDColor-T on the CPU with the generated weights, in eval mode."""
+    return load_network(ddcolor_tiny_checkpoint, "tiny")
