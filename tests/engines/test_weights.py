@@ -119,9 +119,31 @@ def test_other_models_file_lists_a_bounded_number_of_keys(
 
 def test_unknown_model_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(
-        UnknownModel, match="no weights for model 'exemplar'; known: eccv16, siggraph17"
+        UnknownModel,
+        match=r"no weights for model 'exemplar'; "
+        r"known: eccv16, siggraph17, ddcolor, ddcolor-artistic, ddcolor-tiny$",
     ):
         weights.locate("exemplar", tmp_path)
+
+
+@pytest.mark.parametrize("model", ["ddcolor", "ddcolor-artistic", "ddcolor-tiny"])
+def test_ddcolor_names_are_located_but_not_loaded_here(model: str, tmp_path: Path) -> None:
+    entry = weights.OFFICIAL[model]
+    assert (
+        entry.url()
+        == f"https://huggingface.co/piddnad/DDColor-models/resolve/main/{entry.filename}"
+    )
+    with pytest.raises(WeightsNotFound, match=f"run `colorize-service fetch-weights {model} "):
+        weights.locate(model, tmp_path)
+    (tmp_path / entry.filename).write_bytes(b"a DDColor checkpoint")
+    assert weights.locate(model, tmp_path) == tmp_path / entry.filename
+    # Its own package reads it: this module's loader and generator name what they cover.
+    for call in (weights.load_state_dict, weights.save_random_checkpoint):
+        with pytest.raises(
+            UnknownModel,
+            match=f"no network for model '{model}' here; .* eccv16, siggraph17 checkpoints only",
+        ):
+            call(model, tmp_path)
 
 
 # --- fetching ------------------------------------------------------------------------------------
@@ -208,18 +230,20 @@ def test_fetch_from_a_bad_base_url_says_so(base_url: str, message: str, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("error", "raised", "message"),
+    ("error", "raised", "message", "kept"),
     [
-        (OSError(errno.ENOSPC, "No space left on device"), StorageError, "no space left"),
-        (OSError(errno.EIO, "Input/output error"), StorageError, "Input/output error"),
-        (KeyboardInterrupt(), KeyboardInterrupt, None),
+        (OSError(errno.ENOSPC, "No space left on device"), StorageError, "no space left", False),
+        (OSError(errno.EIO, "Input/output error"), StorageError, "Input/output error", False),
+        # Ctrl-C keeps what arrived, so the next run resumes instead of starting over.
+        (KeyboardInterrupt(), KeyboardInterrupt, None, True),
     ],
     ids=["disk-full", "io-error", "ctrl-c"],
 )
-def test_fetch_interrupted_mid_write_leaves_nothing(
+def test_fetch_interrupted_mid_write_leaves_no_final_file(
     error: BaseException,
     raised: type[BaseException],
     message: str | None,
+    kept: bool,
     weights_server: WeightsServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -229,7 +253,13 @@ def test_fetch_interrupted_mid_write_leaves_nothing(
     with pytest.raises(raised, match=message):
         weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
     monkeypatch.undo()
-    assert leftovers(tmp_path) == []
+    part = weights.part_path(weights_server.manifest["eccv16"], tmp_path)
+    assert leftovers(tmp_path) == ([part.name] if kept else [])
+    if kept:
+        assert part.stat().st_size == 3 << 20
+        weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+        assert weights_server.log[-1].range == f"bytes={3 << 20}-"
+        assert leftovers(tmp_path) == [weights.OFFICIAL["eccv16"].filename]
 
 
 def test_progress_bar_stays_off_when_stderr_is_not_a_terminal(
