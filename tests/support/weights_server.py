@@ -66,9 +66,12 @@ def unused_port() -> int:
         return port
 
 
-@dataclass(frozen=True)
+@dataclass
 class Served:
-    """One answered GET: the path, the Range header asked, the status and body bytes sent."""
+    """One answered GET: the path, the Range header asked, the status and body bytes sent.
+
+    Logged before the headers go out, so a client that reacts to them finds it already there.
+    """
 
     path: str
     range: str | None
@@ -127,31 +130,29 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers, status = {}, 200
         headers["Content-Length"] = str(size - start)
-        self._answer(status, asked, headers)
+        served = self._answer(status, asked, headers)
         limit = state.cut_after.pop(path.name, None)
-        sent = 0
-        try:
-            with open(path, "rb") as f:
-                f.seek(start)
-                while chunk := f.read(
-                    SENT_CHUNK if limit is None else min(SENT_CHUNK, limit - sent)
-                ):
-                    self.wfile.write(chunk)
-                    sent += len(chunk)
-        finally:
-            state.log.append(Served(self.path, asked, status, sent))
+        with open(path, "rb") as f:
+            f.seek(start)
+            while chunk := f.read(
+                SENT_CHUNK if limit is None else min(SENT_CHUNK, limit - served.sent)
+            ):
+                # Counted first: a client that has read everything finds the count complete.
+                served.sent += len(chunk)
+                self.wfile.write(chunk)
         if limit is not None:
             # Cut: the client sees the connection close before Content-Length bytes arrived.
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _answer(self, status: int, asked: str | None, headers: Mapping[str, str]) -> None:
-        if status >= 400:
-            self.server.state.log.append(Served(self.path, asked, status, 0))
+    def _answer(self, status: int, asked: str | None, headers: Mapping[str, str]) -> Served:
+        served = Served(self.path, asked, status, 0)
+        self.server.state.log.append(served)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+        return served
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
