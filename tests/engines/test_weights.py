@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from service.cli import fetch as fetch_cli
+from service.cli.main import main
 from service.engines import filelock, weights
 from service.engines.networks import ECCV16Net
 from service.engines.weights import (
@@ -354,6 +355,48 @@ def test_command_failures_exit_nonzero_with_one_line(
     assert err.startswith("colorize-service fetch-weights: error: ")
     assert re.search(message, err)
     assert leftovers(tmp_path) == []
+
+
+def test_command_fetches_ddcolor_tiny_from_a_mirror(
+    ddcolor_server: WeightsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["ddcolor-tiny", "--base-url", ddcolor_server.base_url, "--weights-dir", str(tmp_path)]
+    assert fetch_cli.fetch_weights_command(command(argv), ddcolor_server.manifest) == 0
+    assert capsys.readouterr().out == f"ddcolor-tiny: {tmp_path / 'ddcolor_paper_tiny.pth'}\n"
+    assert ddcolor_server.requested == ["/ddcolor_paper_tiny.pth"]
+    # The real command line, with the published manifest: the mirror is asked for the official
+    # name, and the generated file is refused for its size before a byte is kept.
+    code = main(["fetch-weights", *argv[:-1], str(tmp_path / "official")])
+    assert code == 1
+    assert "is 4194304 bytes, expected 220393145; not downloaded" in capsys.readouterr().err
+    assert ddcolor_server.requested[-1] == "/ddcolor_paper_tiny.pth"
+    assert leftovers(tmp_path / "official") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "fetched"),
+    [
+        ([], ["eccv16", "siggraph17", "ddcolor-tiny"]),
+        (["--all"], ["eccv16", "siggraph17", "ddcolor", "ddcolor-artistic", "ddcolor-tiny"]),
+    ],
+    ids=["default-set", "all"],
+)
+def test_command_without_names_fetches_the_default_set(
+    argv: list[str], fetched: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = tmp_path / "served"
+    for i, model in enumerate(weights.OFFICIAL):
+        write_random_weights(served, model, 1000 + i, seed=i)
+    with serve_weights(served) as server:
+        args = command([*argv, "--base-url", server.base_url, "--weights-dir", str(tmp_path / "w")])
+        assert fetch_cli.fetch_weights_command(args, server.manifest) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == fetched
+
+
+def test_command_refuses_names_with_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fetch_cli.fetch_weights_command(command(["eccv16", "--all"])) == 2
+    assert "name models or use --all, not both" in capsys.readouterr().err
 
 
 def test_command_reports_a_full_disk(
