@@ -15,7 +15,7 @@ from pydantic_settings import SettingsError as SourceError
 MODEL_NAMES = ("eccv16", "siggraph17", "exemplar")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
-OFFICIAL_BASE_URL = "https://colorizers.s3.us-east-2.amazonaws.com"
+WEIGHTS_URL_SCHEMES = ("http://", "https://", "file://")
 
 
 def default_weights_dir() -> Path:
@@ -35,8 +35,15 @@ class Settings(BaseSettings):
     """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
     weights_dir: Path = Field(default_factory=default_weights_dir)
     """Directory holding checkpoints under their official file names."""
-    weights_base_url: str = OFFICIAL_BASE_URL
-    """Where `fetch-weights` downloads from; point it at a company mirror if needed."""
+    weights_base_url: str | None = None
+    """A mirror holding every checkpoint under one base URL (`<base>/<file name>`); unset, each
+    file comes from its official source (richzhang's bucket, DDColor's Hugging Face repository)."""
+    fetch_missing: bool = True
+    """At start-up, download the default model's checkpoint if it is missing (verified); turn
+    off for air-gapped deployments, where `fetch-weights` fills the weights directory instead."""
+    fetch_missing_timeout_s: float = Field(default=300.0, gt=0.0)
+    """How long that start-up download may take in all; past it the service starts without the
+    model, and the part downloaded so far is resumed by the next start or `fetch-weights`."""
     default_model: Literal["eccv16", "siggraph17", "exemplar"] = "eccv16"
 
     host: str = "127.0.0.1"
@@ -122,6 +129,15 @@ class Settings(BaseSettings):
         if unknown or not names:
             raise ValueError(f"unsupported format(s) {unknown}; choose from {list(INPUT_FORMATS)}")
         return names
+
+    @field_validator("weights_base_url", mode="before")
+    @classmethod
+    def _base_url_is_a_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # empty: each file's official source
+        if isinstance(value, str) and not value.strip().lower().startswith(WEIGHTS_URL_SCHEMES):
+            raise ValueError(f"expected a URL starting with {', '.join(WEIGHTS_URL_SCHEMES)}")
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Fixtures shared by every suite: real photos, the GPU marker, a CPU device."""
+"""Fixtures shared by every suite: real photos, the GPU marker, a CPU device, no downloads."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="session")
 def coffee() -> np.ndarray:
     return photo("coffee.png")
+
+
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up never fetches missing checkpoints: CI has no internet, and a test that wants the
+    fetch builds Settings(fetch_missing=True) with a loopback base URL. Child processes inherit
+    the variable."""
+    monkeypatch.setenv("COLORIZE_FETCH_MISSING", "false")
 
 
 @pytest.fixture

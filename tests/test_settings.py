@@ -19,6 +19,9 @@ BAD = [
     ("COLORIZE_MAX_PIXELS", "999999999"),
     ("COLORIZE_PORT", "70000"),
     ("COLORIZE_CLEAR_CACHE", "sometimes"),
+    ("COLORIZE_WEIGHTS_BASE_URL", "mirror.example.com/weights"),
+    ("COLORIZE_FETCH_MISSING", "perhaps"),
+    ("COLORIZE_FETCH_MISSING_TIMEOUT_S", "0"),
 ]
 
 
@@ -53,3 +56,22 @@ def test_default_weights_dir_follows_xdg_cache_home(
 def test_api_key_is_never_shown_in_repr() -> None:
     s = Settings(api_key="hunter2")  # type: ignore[arg-type]
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        (" https://mirror.example.com/w ", "https://mirror.example.com/w"),
+        ("file:///srv/weights", "file:///srv/weights"),
+    ],
+    ids=["unset", "empty", "https", "file"],
+)
+def test_weights_base_url_unset_means_each_files_own_source(
+    value: str | None, expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLORIZE_WEIGHTS_BASE_URL", raising=False)
+    if value is not None:
+        monkeypatch.setenv("COLORIZE_WEIGHTS_BASE_URL", value)
+    assert load_settings().weights_base_url == expected

@@ -17,6 +17,7 @@ from service.api.routes import HTTP_LAYER_ERRORS, router
 from service.api.state import ServiceState
 from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
+from service.engines.bootstrap import fetch_missing
 from service.engines.fast import FastPath
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.encode import encode_image
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine]:
     """Build every engine; those without weights stay unready and say how to fetch them."""
+    fetch_missing(settings, [settings.default_model])  # first run: logs the fix if offline
     engines: dict[str, Engine] = {}
     fast = FastPath(precision=settings.precision, channels_last=settings.channels_last)
     for name in ENGINE_NAMES:

@@ -21,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from service.device import resolve_device
 from service.engines.base import Engine, EngineError, EngineNotReady
+from service.engines.bootstrap import fetch_missing
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
@@ -162,6 +163,7 @@ def colorize_command(args: argparse.Namespace) -> int:
     if not jobs and not missing:
         return _fail(EXIT_USAGE, "no images found in " + ", ".join(map(str, args.inputs)))
     weights_dir: Path = args.weights_dir or settings.weights_dir
+    fetch_missing(settings, [model], weights_dir)  # a failure shows as the load error below
     engine = create_engine(model, device, weights_dir)
     try:
         engine.load()

@@ -24,17 +24,26 @@ def add_parser(
     """Register `fetch-weights`; its handler is `args.handler(args) -> exit code`."""
     parser = subparsers.add_parser(
         "fetch-weights",
-        help="download the published eccv16/siggraph17 checkpoints",
+        help="download the published checkpoints (eccv16, siggraph17, DDColor)",
         description=(
             "Download checkpoints into the weights directory, verifying size and SHA-256. "
-            "Files already present and correct are skipped; nothing is left half-written."
+            "Files already present and correct are skipped; a broken download resumes where "
+            "it stopped (this run retries, a later run continues from the kept .part file); "
+            "a file appears under its official name only once verified."
         ),
     )
     parser.add_argument(
         "models",
         nargs="*",
         metavar="MODEL",
-        help=f"models to fetch (default: all of {', '.join(weights.OFFICIAL)})",
+        help=(
+            f"models to fetch, from {', '.join(weights.OFFICIAL)} "
+            f"(default: {', '.join(weights.DEFAULT_FETCH)}, 486 MB; "
+            "ddcolor and ddcolor-artistic are 912 MB each)"
+        ),
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="fetch every published checkpoint (2.3 GB)"
     )
     parser.add_argument(
         "--weights-dir",
@@ -45,7 +54,10 @@ def add_parser(
     parser.add_argument(
         "--base-url",
         default=None,
-        help="where the files are (default: COLORIZE_WEIGHTS_BASE_URL or the official bucket)",
+        help=(
+            "a mirror holding every file under this URL (default: COLORIZE_WEIGHTS_BASE_URL; "
+            "unset, each file comes from its official source)"
+        ),
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it only shows on a TTY)"
@@ -58,7 +70,13 @@ def fetch_weights_command(
     args: argparse.Namespace, manifest: Mapping[str, weights.WeightsFile] = weights.OFFICIAL
 ) -> int:
     """Run `fetch-weights`; one line on stderr and a non-zero code when something fails."""
-    models: list[str] = list(args.models) or list(manifest)
+    if args.all and args.models:
+        return _fail(EXIT_USAGE, "name models or use --all, not both")
+    models: list[str] = (
+        list(manifest)
+        if args.all
+        else list(args.models) or [m for m in weights.DEFAULT_FETCH if m in manifest]
+    )
     unknown = [m for m in models if m not in manifest]
     if unknown:
         return _fail(
@@ -71,13 +89,15 @@ def fetch_weights_command(
     except SettingsError as exc:
         return _fail(EXIT_USAGE, str(exc))
     weights_dir: Path = args.weights_dir or settings.weights_dir
-    base_url: str = args.base_url or settings.weights_base_url
+    base_url: str | None = args.base_url or settings.weights_base_url
     try:
         paths = weights.fetch(models, base_url, weights_dir, manifest, not args.no_progress)
     except weights.WeightsError as exc:
         return _fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted; no partial file was kept")
+        return _fail(
+            EXIT_INTERRUPTED, "interrupted; the next fetch-weights resumes where this one stopped"
+        )
     for model, path in zip(models, paths, strict=True):
         sys.stdout.write(f"{model}: {path}\n")
     return EXIT_OK

@@ -13,6 +13,7 @@ from PIL import Image
 from tests.conftest import DATA_DIR
 from tests.support.weights_server import make_weights_dir
 
+FETCH_MISSING = "COLORIZE_FETCH_MISSING"
 SIZE = (128, 96)
 """(width, height) of the test photos: small enough for every engine to run in well under 1 s."""
 
@@ -50,7 +51,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
 
 @pytest.fixture
 def default_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings from defaults only: a developer's COLORIZE_* variables must not change results."""
-    for name in [n for n in os.environ if n.startswith("COLORIZE_")]:
+    """Settings from defaults only: a developer's COLORIZE_* variables must not change results.
+
+    Except COLORIZE_FETCH_MISSING, which the root conftest sets so no test reaches the internet.
+    """
+    for name in [n for n in os.environ if n.startswith("COLORIZE_") and n != FETCH_MISSING]:
         monkeypatch.delenv(name)
     yield

@@ -8,14 +8,17 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from service.cli import fetch as fetch_cli
-from service.engines import weights
+from service.cli.main import main
+from service.engines import filelock, weights
 from service.engines.networks import ECCV16Net
 from service.engines.weights import (
     DownloadError,
@@ -26,7 +29,13 @@ from service.engines.weights import (
     WeightsMismatch,
     WeightsNotFound,
 )
-from tests.support.weights_server import WeightsServer, unused_port, with_entry
+from tests.support.weights_server import (
+    WeightsServer,
+    serve_weights,
+    unused_port,
+    with_entry,
+    write_random_weights,
+)
 
 MODELS = ["eccv16", "siggraph17"]
 
@@ -119,9 +128,31 @@ def test_other_models_file_lists_a_bounded_number_of_keys(
 
 def test_unknown_model_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(
-        UnknownModel, match="no weights for model 'exemplar'; known: eccv16, siggraph17"
+        UnknownModel,
+        match=r"no weights for model 'exemplar'; "
+        r"known: eccv16, siggraph17, ddcolor, ddcolor-artistic, ddcolor-tiny$",
     ):
         weights.locate("exemplar", tmp_path)
+
+
+@pytest.mark.parametrize("model", ["ddcolor", "ddcolor-artistic", "ddcolor-tiny"])
+def test_ddcolor_names_are_located_but_not_loaded_here(model: str, tmp_path: Path) -> None:
+    entry = weights.OFFICIAL[model]
+    assert (
+        entry.url()
+        == f"https://huggingface.co/piddnad/DDColor-models/resolve/main/{entry.filename}"
+    )
+    with pytest.raises(WeightsNotFound, match=f"run `colorize-service fetch-weights {model} "):
+        weights.locate(model, tmp_path)
+    (tmp_path / entry.filename).write_bytes(b"a DDColor checkpoint")
+    assert weights.locate(model, tmp_path) == tmp_path / entry.filename
+    # Its own package reads it: this module's loader and generator name what they cover.
+    for call in (weights.load_state_dict, weights.save_random_checkpoint):
+        with pytest.raises(
+            UnknownModel,
+            match=f"no network for model '{model}' here; .* eccv16, siggraph17 checkpoints only",
+        ):
+            call(model, tmp_path)
 
 
 # --- fetching ------------------------------------------------------------------------------------
@@ -208,18 +239,20 @@ def test_fetch_from_a_bad_base_url_says_so(base_url: str, message: str, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("error", "raised", "message"),
+    ("error", "raised", "message", "kept"),
     [
-        (OSError(errno.ENOSPC, "No space left on device"), StorageError, "no space left"),
-        (OSError(errno.EIO, "Input/output error"), StorageError, "Input/output error"),
-        (KeyboardInterrupt(), KeyboardInterrupt, None),
+        (OSError(errno.ENOSPC, "No space left on device"), StorageError, "no space left", False),
+        (OSError(errno.EIO, "Input/output error"), StorageError, "Input/output error", False),
+        # Ctrl-C keeps what arrived, so the next run resumes instead of starting over.
+        (KeyboardInterrupt(), KeyboardInterrupt, None, True),
     ],
     ids=["disk-full", "io-error", "ctrl-c"],
 )
-def test_fetch_interrupted_mid_write_leaves_nothing(
+def test_fetch_interrupted_mid_write_leaves_no_final_file(
     error: BaseException,
     raised: type[BaseException],
     message: str | None,
+    kept: bool,
     weights_server: WeightsServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -229,7 +262,13 @@ def test_fetch_interrupted_mid_write_leaves_nothing(
     with pytest.raises(raised, match=message):
         weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
     monkeypatch.undo()
-    assert leftovers(tmp_path) == []
+    part = weights.part_path(weights_server.manifest["eccv16"], tmp_path)
+    assert leftovers(tmp_path) == ([part.name] if kept else [])
+    if kept:
+        assert part.stat().st_size == 3 << 20
+        weights.fetch(["eccv16"], weights_server.base_url, tmp_path, weights_server.manifest, False)
+        assert weights_server.log[-1].range == f"bytes={3 << 20}-"
+        assert leftovers(tmp_path) == [weights.OFFICIAL["eccv16"].filename]
 
 
 def test_progress_bar_stays_off_when_stderr_is_not_a_terminal(
@@ -318,6 +357,48 @@ def test_command_failures_exit_nonzero_with_one_line(
     assert leftovers(tmp_path) == []
 
 
+def test_command_fetches_ddcolor_tiny_from_a_mirror(
+    ddcolor_server: WeightsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["ddcolor-tiny", "--base-url", ddcolor_server.base_url, "--weights-dir", str(tmp_path)]
+    assert fetch_cli.fetch_weights_command(command(argv), ddcolor_server.manifest) == 0
+    assert capsys.readouterr().out == f"ddcolor-tiny: {tmp_path / 'ddcolor_paper_tiny.pth'}\n"
+    assert ddcolor_server.requested == ["/ddcolor_paper_tiny.pth"]
+    # The real command line, with the published manifest: the mirror is asked for the official
+    # name, and the generated file is refused for its size before a byte is kept.
+    code = main(["fetch-weights", *argv[:-1], str(tmp_path / "official")])
+    assert code == 1
+    assert "is 4194304 bytes, expected 220393145; not downloaded" in capsys.readouterr().err
+    assert ddcolor_server.requested[-1] == "/ddcolor_paper_tiny.pth"
+    assert leftovers(tmp_path / "official") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "fetched"),
+    [
+        ([], ["eccv16", "siggraph17", "ddcolor-tiny"]),
+        (["--all"], ["eccv16", "siggraph17", "ddcolor", "ddcolor-artistic", "ddcolor-tiny"]),
+    ],
+    ids=["default-set", "all"],
+)
+def test_command_without_names_fetches_the_default_set(
+    argv: list[str], fetched: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = tmp_path / "served"
+    for i, model in enumerate(weights.OFFICIAL):
+        write_random_weights(served, model, 1000 + i, seed=i)
+    with serve_weights(served) as server:
+        args = command([*argv, "--base-url", server.base_url, "--weights-dir", str(tmp_path / "w")])
+        assert fetch_cli.fetch_weights_command(args, server.manifest) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == fetched
+
+
+def test_command_refuses_names_with_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fetch_cli.fetch_weights_command(command(["eccv16", "--all"])) == 2
+    assert "name models or use --all, not both" in capsys.readouterr().err
+
+
 def test_command_reports_a_full_disk(
     weights_server: WeightsServer,
     tmp_path: Path,
@@ -337,4 +418,205 @@ def test_command_reports_a_full_disk(
         f"colorize-service fetch-weights: error: no space left on the device of {tmp_path} "
         f"(writing .{weights.OFFICIAL['eccv16'].filename}."
     )
+    assert leftovers(tmp_path) == []
+
+
+# --- resuming, sources and concurrent fetchers ---------------------------------------------------
+
+FILE_BYTES = 4 << 20
+"""A generated download: large enough for several reads, small enough to be instant."""
+
+
+@pytest.fixture
+def ddcolor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeightsServer]:
+    """A fresh server holding random bytes under ddcolor-tiny's official name."""
+    served = tmp_path_factory.mktemp("served")
+    write_random_weights(served, "ddcolor-tiny", FILE_BYTES)
+    with serve_weights(served) as server:
+        yield server
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights, "RETRY_BACKOFF_S", 0.0)
+
+
+def fetch_tiny(server: WeightsServer, dest: Path, base_url: str | None = None) -> list[Path]:
+    return weights.fetch(["ddcolor-tiny"], base_url, dest, server.manifest, progress=False)
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_cut_download_resumes_with_a_range_request(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    half = FILE_BYTES // 2
+    ddcolor_server.cut_after[entry.filename] = half
+    [path] = fetch_tiny(ddcolor_server, tmp_path / "dest")
+    assert weights.file_sha256(path) == entry.sha256
+    assert [(s.range, s.status, s.sent) for s in ddcolor_server.log] == [
+        (None, 200, half),
+        (f"bytes={half}-", 206, FILE_BYTES - half),
+    ]
+    assert ddcolor_server.sent(entry.filename) == FILE_BYTES  # not 1.5x: nothing twice
+    assert leftovers(tmp_path / "dest") == [entry.filename]
+
+
+def test_a_second_run_resumes_what_the_first_left(
+    ddcolor_server: WeightsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    monkeypatch.setattr(weights, "MAX_ATTEMPTS", 1)
+    ddcolor_server.cut_after[entry.filename] = 1_000_000
+    with pytest.raises(DownloadError, match=r"broke off after 1000000 of .* kept in .*resumes"):
+        fetch_tiny(ddcolor_server, tmp_path)
+    part = weights.part_path(entry, tmp_path)
+    assert leftovers(tmp_path) == [part.name] and part.stat().st_size == 1_000_000
+    fetch_tiny(ddcolor_server, tmp_path)
+    assert ddcolor_server.log[-1].range == "bytes=1000000-"
+    assert ddcolor_server.sent(entry.filename) == FILE_BYTES
+    assert leftovers(tmp_path) == [entry.filename]
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_server_that_ignores_range_still_gives_a_verified_file(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    ddcolor_server.honour_range = False
+    ddcolor_server.cut_after[entry.filename] = FILE_BYTES // 2
+    [path] = fetch_tiny(ddcolor_server, tmp_path)
+    assert weights.file_sha256(path) == entry.sha256
+    assert [(s.range, s.status) for s in ddcolor_server.log] == [
+        (None, 200),
+        (f"bytes={FILE_BYTES // 2}-", 200),  # asked to resume, got everything: started over
+    ]
+    assert leftovers(tmp_path) == [entry.filename]
+
+
+@pytest.mark.parametrize(
+    ("part_bytes", "requests"),
+    [
+        (lambda served: served[:-1] + b"?", [(None, 200)]),  # complete length, wrong content
+        (lambda served: served + b"extra", [(None, 200)]),  # longer than the file
+        (lambda served: b"x" * 1000, [("bytes=1000-", 206)]),  # a wrong prefix
+    ],
+    ids=["complete-but-wrong", "too-long", "wrong-prefix"],
+)
+def test_a_bad_part_never_becomes_the_file(
+    part_bytes: Callable[[bytes], bytes],
+    requests: list[tuple[str | None, int]],
+    ddcolor_server: WeightsServer,
+    tmp_path: Path,
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    served = (ddcolor_server.directory / entry.filename).read_bytes()
+    part = weights.part_path(entry, tmp_path)
+    part.write_bytes(part_bytes(served))
+    if requests[0][0] is None:
+        # Discarded before asking: the download starts over and succeeds.
+        fetch_tiny(ddcolor_server, tmp_path)
+        assert leftovers(tmp_path) == [entry.filename]
+    else:
+        # A prefix cannot be checked until the end: the whole is wrong, and nothing is kept.
+        with pytest.raises(IntegrityError, match=r"has SHA-256 .* the file was discarded"):
+            fetch_tiny(ddcolor_server, tmp_path)
+        assert leftovers(tmp_path) == []
+    assert [(s.range, s.status) for s in ddcolor_server.log] == requests
+
+
+def test_a_complete_part_is_installed_without_downloading(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    shutil.copy(ddcolor_server.directory / entry.filename, weights.part_path(entry, tmp_path))
+    [path] = fetch_tiny(ddcolor_server, tmp_path)
+    assert weights.file_sha256(path) == entry.sha256
+    assert ddcolor_server.requested == []
+    assert leftovers(tmp_path) == [entry.filename]
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_part_longer_than_the_servers_file_is_dropped_on_416(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    # The manifest expects more bytes than the server holds: the part cannot be resumed.
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    manifest = with_entry(ddcolor_server.manifest, "ddcolor-tiny", size=FILE_BYTES + 10)
+    weights.part_path(entry, tmp_path).write_bytes(b"x" * (FILE_BYTES + 5))
+    with pytest.raises(IntegrityError, match=f"is {FILE_BYTES} bytes, expected {FILE_BYTES + 10}"):
+        weights.fetch(["ddcolor-tiny"], None, tmp_path, manifest, progress=False)
+    assert [(s.range, s.status) for s in ddcolor_server.log] == [
+        (f"bytes={FILE_BYTES + 5}-", 416),
+        (None, 200),
+    ]
+    assert leftovers(tmp_path) == []
+
+
+def test_each_file_comes_from_its_own_source_unless_a_mirror_is_named(tmp_path: Path) -> None:
+    write_random_weights(tmp_path / "bucket", "eccv16", 3000, seed=1)
+    write_random_weights(tmp_path / "hub", "ddcolor-tiny", 5000, seed=2)
+    with serve_weights(tmp_path / "bucket") as bucket, serve_weights(tmp_path / "hub") as hub:
+        manifest = {**bucket.manifest, **hub.manifest}
+        assert manifest["ddcolor-tiny"].url() == f"{hub.base_url}/ddcolor_paper_tiny.pth"
+        weights.fetch(["eccv16", "ddcolor-tiny"], None, tmp_path / "a", manifest, progress=False)
+        assert bucket.requested == ["/colorization_release_v2-9b330a0b.pth"]
+        assert hub.requested == ["/ddcolor_paper_tiny.pth"]
+        # A mirror holding both replaces both sources.
+        shutil.copy(tmp_path / "hub" / "ddcolor_paper_tiny.pth", tmp_path / "bucket")
+        weights.fetch(
+            ["eccv16", "ddcolor-tiny"], bucket.base_url, tmp_path / "b", manifest, progress=False
+        )
+        assert hub.requested == ["/ddcolor_paper_tiny.pth"]
+        assert bucket.requested[1:] == [
+            "/colorization_release_v2-9b330a0b.pth",
+            "/ddcolor_paper_tiny.pth",
+        ]
+    assert leftovers(tmp_path / "b") == leftovers(tmp_path / "a")
+
+
+def test_concurrent_fetchers_of_one_file_download_it_once(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    lock = tmp_path / f".{entry.filename}.lock"
+    results: list[list[Path] | BaseException] = []
+
+    def fetcher() -> None:
+        try:
+            results.append(fetch_tiny(ddcolor_server, tmp_path))
+        except BaseException as exc:
+            results.append(exc)
+
+    # Holding the lock as a third fetcher would: both threads queue behind it.
+    with filelock.exclusive(lock, None, "testing"):
+        threads = [threading.Thread(target=fetcher) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        assert ddcolor_server.requested == []
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [[tmp_path / entry.filename]] * 2
+    assert ddcolor_server.requested == [f"/{entry.filename}"]  # the second found it verified
+    assert leftovers(tmp_path) == [entry.filename]
+
+
+def test_a_fetcher_with_a_deadline_gives_up_waiting_for_the_lock(
+    ddcolor_server: WeightsServer, tmp_path: Path
+) -> None:
+    entry = ddcolor_server.manifest["ddcolor-tiny"]
+    with filelock.exclusive(tmp_path / f".{entry.filename}.lock", None, "testing"):
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match="gave up waiting: another process is still"):
+            weights.fetch(
+                ["ddcolor-tiny"],
+                None,
+                tmp_path,
+                ddcolor_server.manifest,
+                progress=False,
+                deadline=time.monotonic() + 0.3,
+            )
+        assert time.monotonic() - started < 2
+    assert ddcolor_server.requested == []
     assert leftovers(tmp_path) == []
