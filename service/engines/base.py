@@ -27,6 +27,9 @@ class ColorizeRequest:
     hints: tuple[Hint, ...] = ()
     reference: np.ndarray | None = None
     """RGB uint8 (h, w, 3) colour reference; required by the exemplar engine."""
+    render_size: int | None = None
+    """Side of the square the network renders at, for engines that take one (DDColor);
+    None: the engine's default."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -131,9 +134,19 @@ class Engine(ABC):
         return self.memory_model.estimate(w, h, batch, ref)
 
     def validate(self, request: ColorizeRequest) -> None:
-        """Raise InvalidRequest if this engine cannot take `request`; cheap, no device work."""
+        """Raise InvalidRequest if this engine cannot take `request`; cheap, no device work.
+
+        The API calls it at upload with placeholder arrays of the decoded shapes (no pixels),
+        and the prepare stage again with the decoded image.
+        """
         if request.hints:
             raise InvalidRequest(f"engine {self.name!r} does not take hints")
+        if request.render_size is not None:
+            raise InvalidRequest(f"engine {self.name!r} does not take a render size")
+
+    def batch_key(self, request: ColorizeRequest) -> object:
+        """Requests share a forward pass only when their keys are equal (DDColor: render size)."""
+        return None
 
     # -- the stages: prepare (CPU pool) -> forward (device thread) -> finish (CPU pool) ----------
     # By default everything happens in `forward` (which is `run`); an engine that can move CPU

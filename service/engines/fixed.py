@@ -160,12 +160,16 @@ class FixedInputEngine(Engine):
             )
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise InvalidRequest(f"empty image {image.shape}")
+        if request.render_size is not None:
+            raise InvalidRequest(
+                f"engine {self.name!r} renders at a fixed 256x256 and takes no render size"
+            )
         if request.hints:
             self.validate_hints(request)
 
     def validate_hints(self, request: ColorizeRequest) -> None:
         """Raise InvalidRequest for hints this engine cannot use; by default it takes none."""
-        Engine.validate(self, request)
+        raise InvalidRequest(f"engine {self.name!r} does not take hints")
 
     @property
     def _joins_on_host(self) -> bool:

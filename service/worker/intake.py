@@ -18,6 +18,7 @@ def read_input(
     *,
     allowed_formats: Collection[str],
     max_pixels: int,
+    render_size: int | None = None,
 ) -> JobInput:
     """The upload with its upright size from the headers; raises ImageError (415/413/422)."""
     width, height = probe_upright_size(
@@ -29,7 +30,7 @@ def read_input(
             reference, allowed_formats=allowed_formats, max_pixels=max_pixels
         )
         reference_pixels = rw * rh
-    return JobInput(image, width, height, reference, reference_pixels, hints)
+    return JobInput(image, width, height, reference, reference_pixels, hints, render_size)
 
 
 def _placeholder(width: int, height: int) -> np.ndarray:

@@ -45,6 +45,7 @@ class JobInput:
     reference: bytes | None = None
     reference_pixels: int = 0
     hints: tuple[Hint, ...] = ()
+    render_size: int | None = None
 
     @property
     def nbytes(self) -> int:

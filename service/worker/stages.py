@@ -116,7 +116,9 @@ def _decode(upload: JobInput, limits: DecodeLimits) -> ColorizeRequest:
             raise _GrayscaleReference(
                 "the reference image has no colour to transfer (it is grayscale)"
             )
-    return ColorizeRequest(image=image, hints=upload.hints, reference=reference)
+    return ColorizeRequest(
+        image=image, hints=upload.hints, reference=reference, render_size=upload.render_size
+    )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

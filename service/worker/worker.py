@@ -321,12 +321,15 @@ class Worker:
     def _take_same_model(self, batch: list[Job], limit: int) -> None:
         budget = self.manager.job_budget()
         total = sum(j.estimate for j in batch)
+        engine = self.engines.get(batch[0].model)
+        key = _batch_key(engine, batch[0])
         for job in list(self._queue):
             if len(batch) >= limit:
                 return
             if (
                 job.prepare_state == "ready"
                 and job.model == batch[0].model
+                and _batch_key(engine, job) == key
                 and total + job.estimate <= budget
             ):
                 self._queue.remove(job)
@@ -502,6 +505,12 @@ class Worker:
     def _retry_after(self) -> int:
         # A rough drain time of the queue: depth x recent per-job time, at least one second.
         return max(1, min(60, len(self._queue) // self.batch_max_size))
+
+
+def _batch_key(engine: Engine | None, job: Job) -> object:
+    if engine is None or job.request is None:
+        return None
+    return engine.batch_key(job.request)
 
 
 def _counted(engine: Engine, expected: int, outputs: list[object]) -> list[object]:
