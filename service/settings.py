@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-MODEL_NAMES = ("eccv16", "siggraph17", "exemplar")
+MODEL_NAMES = ("eccv16", "siggraph17", "exemplar", "ddcolor", "ddcolor-artistic", "ddcolor-tiny")
+RENDER_SIZE_MULTIPLE = 32
+"""DDColor's encoder stride: render sizes are multiples of it."""
+MIN_RENDER_SIZE = 64
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 WEIGHTS_URL_SCHEMES = ("http://", "https://", "file://")
@@ -44,7 +47,15 @@ class Settings(BaseSettings):
     fetch_missing_timeout_s: float = Field(default=300.0, gt=0.0)
     """How long that start-up download may take in all; past it the service starts without the
     model, and the part downloaded so far is resumed by the next start or `fetch-weights`."""
-    default_model: Literal["eccv16", "siggraph17", "exemplar"] = "eccv16"
+    default_model: Literal[
+        "eccv16", "siggraph17", "exemplar", "ddcolor", "ddcolor-artistic", "ddcolor-tiny"
+    ] = "eccv16"
+    ddcolor_render_size: int = 256
+    """Side of the square the DDColor engines render at when a request names none (a multiple
+    of 32 from 64 to COLORIZE_MAX_RENDER_SIZE). 256 is the size the models were trained at;
+    upstream's demo uses 512, which costs about 4x the time and memory (docs/performance.md)."""
+    max_render_size: int = 1024
+    """The largest render size a request may ask for (a multiple of 32, at least 64)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -139,6 +150,24 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL starting with {', '.join(WEIGHTS_URL_SCHEMES)}")
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("ddcolor_render_size", "max_render_size")
+    @classmethod
+    def _render_size_is_a_multiple(cls, value: int) -> int:
+        if value < MIN_RENDER_SIZE or value % RENDER_SIZE_MULTIPLE:
+            raise ValueError(
+                f"expected a multiple of {RENDER_SIZE_MULTIPLE} of at least {MIN_RENDER_SIZE}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _default_render_size_is_allowed(self) -> Settings:
+        if self.ddcolor_render_size > self.max_render_size:
+            raise ValueError(
+                f"COLORIZE_DDCOLOR_RENDER_SIZE ({self.ddcolor_render_size}) exceeds "
+                f"COLORIZE_MAX_RENDER_SIZE ({self.max_render_size})"
+            )
+        return self
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
@@ -156,7 +185,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:
+                # A check across fields: its message names them; its input is every setting
+                # (the API key included), so it is not echoed.
+                problems.append(str(err["msg"]))
+                continue
+            field = str(err["loc"][0])
             problems.append(f"COLORIZE_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
     except SourceError as exc:  # a value the environment source could not even parse

@@ -19,7 +19,7 @@ from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
 from service.engines.bootstrap import fetch_missing
 from service.engines.fast import FastPath
-from service.engines.registry import ENGINE_NAMES, create_engine
+from service.engines.registry import ENGINE_NAMES, create_engine, render_limits
 from service.imaging.encode import encode_image
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
@@ -36,8 +36,9 @@ def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine
     fetch_missing(settings, [settings.default_model])  # first run: logs the fix if offline
     engines: dict[str, Engine] = {}
     fast = FastPath(precision=settings.precision, channels_last=settings.channels_last)
+    render = render_limits(settings)
     for name in ENGINE_NAMES:
-        engine = create_engine(name, manager.device, settings.weights_dir, fast)
+        engine = create_engine(name, manager.device, settings.weights_dir, fast, render)
         try:
             engine.load()
         except EngineNotReady as exc:

@@ -39,6 +39,14 @@ class Upload:
     hints: tuple[Hint, ...]
     output_format: OutputFormat
     quality: int | None
+    render_size: int | None = None
+
+
+RENDER_SIZE_DOC = (
+    "DDColor engines: side of the square the network renders at, a multiple of 32 from 64 to "
+    "COLORIZE_MAX_RENDER_SIZE (default COLORIZE_DDCOLOR_RENDER_SIZE; see /v1/models). Larger "
+    "renders finer colour detail at about the square of the cost."
+)
 
 
 async def read_upload(
@@ -54,6 +62,7 @@ async def read_upload(
     hints: Annotated[str | None, Form(description=HINTS_DOC, max_length=65536)] = None,
     format: Annotated[OutputFormat | None, Form(description="Output format.")] = None,
     quality: Annotated[int | None, Form(ge=1, le=100, description="JPEG/WebP quality.")] = None,
+    render_size: Annotated[int | None, Form(description=RENDER_SIZE_DOC)] = None,
     q_model: Annotated[str | None, Query(alias="model", description="Engine (raw body).")] = None,
     q_hints: Annotated[
         str | None, Query(alias="hints", max_length=65536, description="Hints (raw body).")
@@ -63,6 +72,9 @@ async def read_upload(
     ] = None,
     q_quality: Annotated[
         int | None, Query(alias="quality", ge=1, le=100, description="Quality (raw body).")
+    ] = None,
+    q_render_size: Annotated[
+        int | None, Query(alias="render_size", description="Render size (raw body, or multipart).")
     ] = None,
 ) -> Upload:
     """Accept `multipart/form-data` (fields) or a raw `image/*` body (query parameters)."""
@@ -74,10 +86,12 @@ async def read_upload(
         data = await image.read()
         ref = await reference.read() if reference is not None else None
         chosen = (model, hints, format, quality)
+        size = render_size if render_size is not None else q_render_size
     elif content_type.startswith("image/"):
         data = await request.body()
         ref = None
         chosen = (q_model, q_hints, q_format, q_quality)
+        size = q_render_size
     else:
         raise ApiError(
             415,
@@ -93,6 +107,7 @@ async def read_upload(
         hints=parse_hints(hint_text, state.settings.max_hints),
         output_format=fmt or "png",
         quality=qual,
+        render_size=size,
     )
 
 
@@ -166,6 +181,7 @@ async def build_job(state: ServiceState, upload: Upload, request: Request) -> Jo
         upload.hints,
         allowed_formats=settings.allowed_formats,
         max_pixels=settings.max_pixels,
+        render_size=upload.render_size,
     )
     job = new_job(upload.model, engine, job_input, upload.output_format, upload.quality)
     _check_fits(state, upload.model, engine, job_input, job.estimate)
@@ -190,6 +206,9 @@ def _check_fits(
     try:
         state.manager.check_fits(estimate)
     except NeverFits as exc:
+        if engine.render_limits is not None:
+            detail = _render_too_large(model, engine, job_input, estimate, exc.budget)
+            raise OutcomeError(Outcome.TOO_LARGE, detail) from None
         side = engine.memory_model.largest_square(exc.budget)
         raise OutcomeError(
             Outcome.TOO_LARGE,
@@ -208,3 +227,24 @@ def _check_fits(
             f"host budget for one job is {exc.budget} bytes (COLORIZE_HOST_MEMORY_BYTES x "
             f"COLORIZE_MEMORY_THRESHOLD, less the idle service); about {side}x{side} pixels fit",
         ) from None
+
+
+def _render_too_large(
+    model: str, engine: Engine, job_input: JobInput, estimate: int, budget: int
+) -> str:
+    """What to say when a job with a render size can never fit: the largest size that does."""
+    limits = engine.render_limits
+    w, h = job_input.width, job_input.height
+    size = job_input.render_size or (limits.default if limits else None)
+    largest = engine.largest_render_size(budget, (w, h))
+    if largest is None:
+        fits = (
+            f"no render size fits with an image this large (the smallest, "
+            f"{limits.minimum if limits else 64}, does not): send a smaller image"
+        )
+    else:
+        fits = f"the largest render size that fits is {largest}: send render_size={largest}"
+    return (
+        f"this {w}x{h} image at render size {size} needs about {estimate} bytes on the device "
+        f"but the job budget is {budget} bytes; for {model} {fits}"
+    )

@@ -269,6 +269,19 @@ class MemoryModelInfo(BaseModel):
     """Which of the two limits sets largest_square_px."""
 
 
+class RenderSizeInfo(BaseModel):
+    default: int
+    """Used when a request names none (COLORIZE_DDCOLOR_RENDER_SIZE)."""
+    minimum: int
+    maximum: int
+    """The largest a request may ask for (COLORIZE_MAX_RENDER_SIZE)."""
+    multiple: int
+    """Render sizes are multiples of this."""
+    largest_fitting: int | None
+    """The largest render size whose forward pass fits the job budget now (the photo's own
+    colour join comes on top; None: not even the smallest fits)."""
+
+
 class ModelInfo(BaseModel):
     name: str
     ready: bool
@@ -276,6 +289,9 @@ class ModelInfo(BaseModel):
     batchable: bool
     needs_weights: bool
     memory_model: MemoryModelInfo
+    """For engines with a render size: at the default render size."""
+    render_size: RenderSizeInfo | None = None
+    """The render sizes a request may choose (`render_size`); null for fixed-size engines."""
 
 
 def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
@@ -296,6 +312,20 @@ def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
             largest_square_px=min(by_memory, by_pixels),
             largest_square_limited_by="memory" if by_memory < by_pixels else "pixels",
         ),
+        render_size=_render_size_info(state, engine),
+    )
+
+
+def _render_size_info(state: ServiceState, engine: Engine) -> RenderSizeInfo | None:
+    limits = engine.render_limits
+    if limits is None:
+        return None
+    return RenderSizeInfo(
+        default=limits.default,
+        minimum=limits.minimum,
+        maximum=limits.maximum,
+        multiple=limits.multiple,
+        largest_fitting=engine.largest_render_size(state.manager.job_budget()),
     )
 
 

@@ -16,13 +16,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from service.device import resolve_device
-from service.engines.base import Engine, EngineError, EngineNotReady
+from service.engines.base import (
+    ColorizeRequest,
+    Engine,
+    EngineError,
+    EngineNotReady,
+    InvalidRequest,
+)
 from service.engines.bootstrap import fetch_missing
-from service.engines.registry import ENGINE_NAMES, create_engine
+from service.engines.registry import ENGINE_NAMES, create_engine, render_limits
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
 from service.imaging.errors import ImageError
@@ -99,6 +106,16 @@ def add_parser(
         default=None,
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: COLORIZE_DEVICE)",
     )
+    parser.add_argument(
+        "--render-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=(
+            "DDColor engines: side of the square the network renders at, a multiple of 32 from "
+            "64 to COLORIZE_MAX_RENDER_SIZE (default: COLORIZE_DDCOLOR_RENDER_SIZE)"
+        ),
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
         "--format", choices=sorted(CONTENT_TYPES), default="png", help="output format (png)"
@@ -164,7 +181,13 @@ def colorize_command(args: argparse.Namespace) -> int:
         return _fail(EXIT_USAGE, "no images found in " + ", ".join(map(str, args.inputs)))
     weights_dir: Path = args.weights_dir or settings.weights_dir
     fetch_missing(settings, [model], weights_dir)  # a failure shows as the load error below
-    engine = create_engine(model, device, weights_dir)
+    engine = create_engine(model, device, weights_dir, render=render_limits(settings))
+    if args.render_size is not None:
+        # Checked once here rather than as the same failure for every file.
+        try:
+            engine.validate(_placeholder_request(args.render_size))
+        except InvalidRequest as exc:
+            return _fail(EXIT_USAGE, f"--render-size: {exc}")
     try:
         engine.load()
     except EngineNotReady as exc:
@@ -259,7 +282,16 @@ def _run_jobs(
                 while len(pending) >= in_flight:
                     _collect(pending.popleft(), tally)
                 try:
-                    queued = _submit(job, engine, worker, host, reference, args.format, settings)
+                    queued = _submit(
+                        job,
+                        engine,
+                        worker,
+                        host,
+                        reference,
+                        args.format,
+                        settings,
+                        args.render_size,
+                    )
                 except InputFailed as exc:
                     log.error("%s: %s", job.source, exc)
                     tally.failed.append(job.source)
@@ -274,6 +306,11 @@ def _run_jobs(
         tally.seconds = time.perf_counter() - started
 
 
+def _placeholder_request(render_size: int) -> ColorizeRequest:
+    """A 1x1 request at `render_size`: what an engine's validate needs to judge the size."""
+    return ColorizeRequest(np.zeros((1, 1, 3), dtype=np.uint8), render_size=render_size)
+
+
 def _submit(
     job: Job,
     engine: Engine,
@@ -282,6 +319,7 @@ def _submit(
     reference: bytes | None,
     fmt: str,
     settings: Settings,
+    render_size: int | None = None,
 ) -> WorkerJob:
     """Read `job`'s file, check its header and queue it; InputFailed says why not."""
     try:
@@ -296,6 +334,7 @@ def _submit(
             (),
             allowed_formats=settings.allowed_formats,
             max_pixels=settings.max_pixels,
+            render_size=render_size,
         )
         queued = new_job(engine.name, engine, upload, fmt)
         manager.check_fits(queued.estimate)

@@ -75,6 +75,37 @@ class MemoryModel:
         return int((room // self.per_pixel_bytes) ** 0.5)
 
 
+@dataclass(frozen=True)
+class RenderLimits:
+    """The render sizes an engine with a square network input of free size accepts (DDColor)."""
+
+    default: int = 256
+    """Used when a request names none (COLORIZE_DDCOLOR_RENDER_SIZE)."""
+    maximum: int = 1024
+    """The largest a request may ask for (COLORIZE_MAX_RENDER_SIZE)."""
+    minimum: int = 64
+    """Below this the encoder's coarsest scale is 2x2 cells: nothing left to colour from."""
+    multiple: int = 32
+    """The encoder's total stride: sides must be multiples of it."""
+
+    def __post_init__(self) -> None:
+        for size in (self.default, self.maximum):
+            if size % self.multiple or not self.minimum <= size:
+                raise ValueError(
+                    f"render size {size} is not a multiple of {self.multiple} >= {self.minimum}"
+                )
+        if self.default > self.maximum:
+            raise ValueError(f"default render size {self.default} exceeds {self.maximum}")
+
+    def check(self, size: int) -> None:
+        """Raise InvalidRequest naming the rule `size` breaks."""
+        if size % self.multiple or not self.minimum <= size <= self.maximum:
+            raise InvalidRequest(
+                f"render_size must be a multiple of {self.multiple} from {self.minimum} to "
+                f"{self.maximum} (COLORIZE_MAX_RENDER_SIZE), got {size}"
+            )
+
+
 class EngineError(Exception):
     """An engine could not process a request for a reason the client caused or can fix."""
 
@@ -100,6 +131,8 @@ class Engine(ABC):
     batchable: bool = False
     """True when several requests can share one forward pass (fixed-size network input)."""
     needs_weights: bool = True
+    takes_render_size: bool = False
+    """True when a request may choose the network's square input side (`render_limits`)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -143,6 +176,18 @@ class Engine(ABC):
             raise InvalidRequest(f"engine {self.name!r} does not take hints")
         if request.render_size is not None:
             raise InvalidRequest(f"engine {self.name!r} does not take a render size")
+
+    @property
+    def render_limits(self) -> RenderLimits | None:
+        """The render sizes this engine takes (None: a fixed input size, or none at all)."""
+        return None
+
+    def largest_render_size(
+        self, budget: int, image_size: tuple[int, int] | None = None
+    ) -> int | None:
+        """The largest render size whose estimate fits `budget` bytes, for an image of
+        `image_size` (width, height) or the forward pass alone (None: none fits, or no size)."""
+        return None
 
     def batch_key(self, request: ColorizeRequest) -> object:
         """Requests share a forward pass only when their keys are equal (DDColor: render size)."""

@@ -50,14 +50,20 @@ def new_job(
     if upload.reference is not None:
         # The reference's shape does not matter to validation, only that there is one.
         reference = _placeholder(1, 1)
-    engine.validate(
-        ColorizeRequest(
-            image=_placeholder(upload.width, upload.height),
-            hints=upload.hints,
-            reference=reference,
-        )
+    placeholder = ColorizeRequest(
+        image=_placeholder(upload.width, upload.height),
+        hints=upload.hints,
+        reference=reference,
+        render_size=upload.render_size,
     )
-    estimate = engine.memory_model.estimate(upload.width, upload.height, 1, upload.reference_pixels)
+    engine.validate(placeholder)
+    if upload.reference is None:
+        estimate = engine.estimate(placeholder)
+    else:
+        # The exemplar's estimate counts reference pixels: the placeholder has none.
+        estimate = engine.memory_model.estimate(
+            upload.width, upload.height, 1, upload.reference_pixels
+        )
     return Job(
         model=model, input=upload, estimate=estimate, output_format=output_format, quality=quality
     )

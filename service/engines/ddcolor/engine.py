@@ -1,0 +1,349 @@
+"""The DDColor engines: ddcolor (DDColor-L), ddcolor-artistic (DDColor-L) and ddcolor-tiny.
+
+Stages: `prepare` resizes the photo to the square render size and makes it grey RGB (CPU);
+`forward` runs one render size's batch through the network (on a GPU it also joins colour on
+the device); `finish` resizes ab to the photo and joins it with the photo's own full-resolution
+L (CPU devices). Nothing is kept between calls. The render size is per request
+(`ColorizeRequest.render_size`, else the engine's default) and is the batch key, so a forward
+pass only ever stacks inputs of one size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from service.engines import weights
+from service.engines.base import (
+    ColorizeRequest,
+    Engine,
+    EngineNotReady,
+    InvalidRequest,
+    MemoryModel,
+    RenderLimits,
+)
+from service.engines.ddcolor import memory
+from service.engines.ddcolor.checkpoint import (
+    CheckpointCorrupt,
+    CheckpointMismatch,
+    load_checkpoint,
+)
+from service.engines.ddcolor.network import DDColor, Variant
+from service.engines.ddcolor.pipeline import AB_LIMIT, join, render_input
+from service.engines.fast import Accelerated, FastPath
+from service.engines.fixed import _deterministic_convolutions
+from service.imaging.lab import lab_to_rgb
+
+logger = logging.getLogger(__name__)
+
+PROBE_RENDER_SIZE = 128
+"""The precision probe's render size: small enough for a CPU load, large enough for the
+decoder's attention to see several tokens per scale."""
+
+
+class DDColorEngine(Engine):
+    """DDColor at a per-request render size; subclasses name the checkpoint and the variant."""
+
+    batchable = True
+    takes_render_size = True
+    variant: ClassVar[Variant]
+
+    def __init__(
+        self,
+        device: torch.device,
+        weights_dir: Path,
+        fast: FastPath | None = None,
+        render: RenderLimits | None = None,
+    ) -> None:
+        super().__init__(device)
+        self.weights_dir = Path(weights_dir)
+        fast = fast or FastPath()
+        if fast.precision == "fp16":
+            # float16 overflows in DDColor's attention and positional embedding upstream; the
+            # published ports run it in float32 or bfloat16 only.
+            logger.warning(
+                "COLORIZE_PRECISION=fp16: %s does not run in float16 (its attention overflows); "
+                "using fp32",
+                self.name,
+            )
+            fast = dataclasses.replace(fast, precision="fp32")
+        self.fast = fast
+        self.render = render or RenderLimits()
+        self._network: DDColor | None = None
+        self._accelerated: Accelerated | None = None
+        self._load_error: str | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the checkpoint strictly, build the network on the device, pick the precision."""
+        if self._network is not None:
+            return
+        try:
+            state = self._read_state()
+        except EngineNotReady as exc:
+            self._load_error = exc.reason
+            raise
+        self.load_state_dict(state)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Take a checked state dict (from `load_checkpoint`, or a benchmark's random network)."""
+        # Built on the meta device and given the loaded tensors (assign=True): initialising
+        # DDColor-L's 228M random weights only to overwrite them would cost seconds per load.
+        with torch.device("meta"):
+            network = DDColor(self.variant)
+        network.load_state_dict(state, strict=True, assign=True)
+        network.requires_grad_(False)
+        network = network.to(device=self.device, dtype=torch.float32).eval()
+        self._accelerated = self.fast.prepare(network, self.device, self._probe)
+        self._network = network
+        self._load_error = None
+        logger.info(
+            "%s (DDColor-%s) loaded on %s from %s (%s%s)",
+            self.name,
+            self.variant,
+            self.device,
+            self.weights_dir,
+            self._accelerated.precision,
+            ", channels_last" if self.fast.channels_last else "",
+        )
+
+    def _read_state(self) -> dict[str, torch.Tensor]:
+        try:
+            path = weights.locate(self.name, self.weights_dir)
+        except weights.WeightsError as exc:
+            raise EngineNotReady(self.name, str(exc)) from exc
+        fix = f"run `{weights.fix_command(self.name, path.parent)}` to replace it"
+        try:
+            return load_checkpoint(path, self.variant)
+        except CheckpointCorrupt as exc:
+            raise EngineNotReady(
+                self.name, f"{self.name} weights unreadable: {exc}; {fix}"
+            ) from exc
+        except CheckpointMismatch as exc:
+            raise EngineNotReady(self.name, f"{self.name} weights: {exc}; {fix}") from exc
+
+    def _probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
+        """ab for the fast path's probe L (N,1,256,256), rendered at PROBE_RENDER_SIZE."""
+        small = F.interpolate(
+            lightness, size=(PROBE_RENDER_SIZE, PROBE_RENDER_SIZE), mode="bilinear"
+        )
+        grey = lab_to_rgb(torch.cat((small, torch.zeros_like(small).expand(-1, 2, -1, -1)), 1))
+        ab: torch.Tensor = network(grey)
+        return ab
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in (fp32 until loaded)."""
+        return "fp32" if self._accelerated is None else self._accelerated.precision
+
+    @property
+    def ready(self) -> bool:
+        return self._network is not None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self._network is not None:
+            return None
+        if self._load_error is not None:
+            return self._load_error
+        try:
+            path = weights.locate(self.name, self.weights_dir)
+        except weights.WeightsError as exc:
+            return str(exc)
+        return f"weights at {path} are not loaded yet"
+
+    # -- requests ------------------------------------------------------------------------------
+
+    @property
+    def render_limits(self) -> RenderLimits:
+        return self.render
+
+    def render_size(self, request: ColorizeRequest) -> int:
+        """The side the network renders `request` at: its own, else the engine's default."""
+        return self.render.default if request.render_size is None else request.render_size
+
+    def validate(self, request: ColorizeRequest) -> None:
+        image = request.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InvalidRequest(
+                f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}"
+            )
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise InvalidRequest(f"empty image {image.shape}")
+        if request.hints:
+            raise InvalidRequest(f"engine {self.name!r} does not take hints")
+        if request.reference is not None:
+            raise InvalidRequest(f"engine {self.name!r} does not take a reference")
+        if request.render_size is not None:
+            self.render.check(request.render_size)
+
+    def batch_key(self, request: ColorizeRequest) -> object:
+        return self.render_size(request)
+
+    # -- memory --------------------------------------------------------------------------------
+
+    @property
+    def memory_model(self) -> MemoryModel:
+        """At the default render size; `estimate` follows each request's own."""
+        return MemoryModel(
+            per_item_bytes=memory.item_bytes(self.variant, self.render.default),
+            per_pixel_bytes=memory.POST_PIXEL_BYTES,
+            notes=(
+                f"at the default render size {self.render.default}; the per-item bytes grow with "
+                "the render size squared (service/engines/ddcolor/memory.py)"
+            ),
+        )
+
+    def estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
+        """The forward pass at the request's render size plus the full-resolution join."""
+        w, h = request.size
+        size = self.render_size(request)
+        return memory.forward_bytes(self.variant, size, batch) + batch * (
+            memory.POST_PIXEL_BYTES * w * h
+        )
+
+    def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
+        if self._joins_on_host:
+            return memory.forward_bytes(self.variant, self.render_size(request), batch)
+        return self.estimate(request, batch)
+
+    def finish_estimate(self, request: ColorizeRequest) -> int:
+        # The whole-image tensors plus one band, which is at most one forward item's bytes.
+        if not self._joins_on_host:
+            return 0
+        w, h = request.size
+        # A band is at least one row, and never more than the whole photo.
+        band = max(memory.BAND_PIXEL_BYTES * w, self._band_bytes(request, None))
+        return memory.POST_PIXEL_BYTES * w * h + min(band, memory.BAND_PIXEL_BYTES * w * h)
+
+    def largest_render_size(
+        self, budget: int, image_size: tuple[int, int] | None = None
+    ) -> int | None:
+        pixels = 0 if image_size is None else image_size[0] * image_size[1]
+        join = memory.POST_PIXEL_BYTES * pixels
+        for size in range(self.render.maximum, self.render.minimum - 1, -self.render.multiple):
+            if memory.forward_bytes(self.variant, size, 1) + join <= budget:
+                return size
+        return None
+
+    def _band_bytes(self, request: ColorizeRequest, chunk_bytes: int | None) -> int:
+        item = memory.item_bytes(self.variant, self.render_size(request))
+        return item if chunk_bytes is None else min(item, chunk_bytes)
+
+    # -- the stages ----------------------------------------------------------------------------
+
+    @property
+    def _joins_on_host(self) -> bool:
+        # As in fixed.py: on a CPU device the join is CPU work for the finish pool, so the device
+        # thread moves on; on a GPU the join is faster on the device and stays in forward.
+        return self.device.type == "cpu"
+
+    def prepare(self, request: ColorizeRequest) -> torch.Tensor:
+        """The photo resized to the render size as grey RGB (1, 3, S, S), on the CPU."""
+        self.validate(request)
+        return render_input(request.image, self.render_size(request))
+
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
+        """One forward pass; ab (1,2,S,S) per request, or the joined image on a GPU."""
+        network, accelerated = self._network, self._accelerated
+        if network is None or accelerated is None:
+            raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
+        if not requests:
+            return []
+        sizes = {self.render_size(r) for r in requests}
+        if len(sizes) != 1:
+            raise InvalidRequest(f"one forward pass takes one render size, got {sorted(sizes)}")
+        inputs = [
+            p if isinstance(p, torch.Tensor) else self.prepare(r)
+            for r, p in zip(requests, prepared, strict=True)
+        ]
+        with torch.inference_mode(), _deterministic_convolutions():
+            grey = torch.cat(inputs).to(self.device)
+            if self.fast.channels_last:
+                grey = grey.contiguous(memory_format=torch.channels_last)
+            with accelerated.autocast():
+                ab = network(grey)
+            del grey
+            # float32 and the default layout whatever the fast path did; clamped here so the
+            # join (and a bilinear resize of in-range values) never sees ab beyond Lab's range.
+            ab = ab.float().contiguous().clamp_(*AB_LIMIT)
+            if self._joins_on_host:
+                return [ab[i : i + 1].clone() for i in range(len(requests))]
+            return [
+                banded_join(r.image, ab[i : i + 1], self._band_bytes(r, chunk_bytes))
+                for i, r in enumerate(requests)
+            ]
+
+    def finish(
+        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    ) -> np.ndarray:
+        """Join the photo's own L with the predicted ab (CPU devices); images pass through."""
+        if isinstance(output, np.ndarray):
+            return output
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"{self.name} forward returned {type(output).__name__}")
+        with torch.inference_mode():
+            return banded_join(request.image, output, self._band_bytes(request, chunk_bytes))
+
+    def run(
+        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
+    ) -> list[np.ndarray]:
+        """Colorize `requests` (one render size) in one forward pass."""
+        prepared = [self.prepare(r) for r in requests]
+        outputs = self.forward(requests, prepared, chunk_bytes)
+        return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]
+
+
+def banded_join(image: np.ndarray, ab: torch.Tensor, band_bytes: int) -> np.ndarray:
+    """`pipeline.join` of the photo and its ab (1,2,S,S), in bands of rows within `band_bytes`.
+
+    Only the resized ab and the output span the whole image; the colour conversion's
+    temporaries (memory.BAND_PIXEL_BYTES per pixel) are one band's. Every step after the resize
+    is per pixel, so the bands give exactly what one whole-image `join` gives.
+    """
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    ab_full = F.interpolate(
+        ab.float().clamp(*AB_LIMIT), size=(height, width), mode="bilinear", align_corners=False
+    )
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, band_bytes // (memory.BAND_PIXEL_BYTES * width))
+    for top in range(0, height, rows):
+        band = slice(top, top + rows)
+        out[band] = join(image[band], ab_full[:, :, band])
+    return out
+
+
+class DDColorLarge(DDColorEngine):
+    """DDColor-L trained on ImageNet (ModelScope's release)."""
+
+    name = "ddcolor"
+    variant = "large"
+
+
+class DDColorArtistic(DDColorEngine):
+    """DDColor-L fine-tuned for vivid, artistic colour (more saturated, less conservative)."""
+
+    name = "ddcolor-artistic"
+    variant = "large"
+
+
+class DDColorTiny(DDColorEngine):
+    """DDColor-T: the ConvNeXt-T encoder, about a quarter of DDColor-L's weights."""
+
+    name = "ddcolor-tiny"
+    variant = "tiny"
