@@ -68,3 +68,19 @@ def gray_png(astronaut: np.ndarray) -> bytes:
 def colour_png(coffee: np.ndarray) -> bytes:
     """A 150x100 colour PNG of the coffee cup (a reference)."""
     return png_bytes(coffee[::4, ::4], mode="RGB")
+
+
+@pytest.fixture(scope="session")
+def ddcolor_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated checkpoints for the three DDColor engines under their official names.
+
+    DDColor-L's file is 912 MB: one is generated (seed 0) and linked under both L names.
+    """
+    from service.engines.ddcolor.checkpoint import save_random_checkpoint
+    from service.engines.weights import OFFICIAL
+
+    directory = tmp_path_factory.mktemp("ddcolor-weights")
+    save_random_checkpoint(directory / OFFICIAL["ddcolor-tiny"].filename, "tiny", seed=0)
+    large = save_random_checkpoint(directory / OFFICIAL["ddcolor"].filename, "large", seed=0)
+    (directory / OFFICIAL["ddcolor-artistic"].filename).hardlink_to(large)
+    return directory
