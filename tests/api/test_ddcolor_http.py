@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.api.app import create_app
 from service.engines.base import ColorizeRequest, Engine, RenderLimits
 from service.engines.ddcolor.engine import DDColorEngine, DDColorTiny
 from service.memory import CudaBackend, MemoryManager
@@ -42,8 +43,8 @@ def app(ddcolor_weights_dir: Path) -> Iterator[tuple[TestClient, Mapping[str, En
         batch_max_wait_ms=300,
         queue_size=8,
     )
-    with running_app(settings) as pair:
-        yield pair
+    with TestClient(create_app(settings)) as client:
+        yield client, client.app.state.svc.engines  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("model", DDCOLOR)
