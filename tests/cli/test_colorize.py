@@ -328,3 +328,62 @@ def test_a_folder_without_images_exits_2(colorize: Colorize, tmp_path: Path) -> 
     result = colorize(tmp_path / "empty", "-o", tmp_path / "out", "--model", "eccv16")
     assert result.code == 2
     assert "no images found" in result.err
+
+
+# --- DDColor and --render-size -----------------------------------------------------------------
+
+
+def test_ddcolor_tiny_colours_at_the_render_size_asked(
+    colorize: Colorize, photos: Photos, tmp_path: Path, ddcolor_weights_dir: Path
+) -> None:
+    result = colorize(
+        photos.astronaut,
+        "-o",
+        tmp_path,
+        "--model",
+        "ddcolor-tiny",
+        "--render-size",
+        "64",
+        weights=ddcolor_weights_dir,
+    )
+    assert result.code == 0, result.err
+    assert result.counts == (1, 0, 0)
+    with Image.open(tmp_path / "astronaut.png") as im:
+        assert im.size == SIZE
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).mean() > 4
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "message"),
+    [
+        ("ddcolor-tiny", "100", "--render-size: render_size must be a multiple of 32"),
+        ("ddcolor-tiny", "4096", "COLORIZE_MAX_RENDER_SIZE"),
+        ("exemplar", "64", "does not take a render size"),
+    ],
+    ids=["not-multiple", "above-max", "engine-without-one"],
+)
+def test_a_bad_render_size_exits_2_before_any_work(
+    colorize: Colorize,
+    photos: Photos,
+    tmp_path: Path,
+    ddcolor_weights_dir: Path,
+    model: str,
+    size: str,
+    message: str,
+) -> None:
+    extra = ["--reference", str(photos.reference)] if model == "exemplar" else []
+    result = colorize(
+        photos.astronaut,
+        "-o",
+        tmp_path / "out",
+        "--model",
+        model,
+        "--render-size",
+        size,
+        *extra,
+        weights=ddcolor_weights_dir,
+    )
+    assert result.code == 2
+    assert message in result.err
+    assert not (tmp_path / "out").exists()
