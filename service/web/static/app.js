@@ -9,6 +9,9 @@ const ABOUT = {
   eccv16: "Automatic colours (Zhang et al., ECCV 2016).",
   siggraph17: "Automatic colours, steered by colour hints you place on the photo.",
   exemplar: "Colours taken from a reference photo you provide.",
+  ddcolor: "DDColor (Kang et al., ICCV 2023): vivid, natural colours; slower, best on a GPU.",
+  "ddcolor-artistic": "DDColor tuned for bolder, more saturated colours.",
+  "ddcolor-tiny": "DDColor's small model: close to DDColor's colours at a fraction of the cost.",
 };
 
 // The key lives only in this variable, never in localStorage or a cookie: closing or reloading
@@ -170,7 +173,33 @@ function modelChanged() {
   $("reference-drop").hidden = !REFERENCE_MODELS.has(name);
   $("hints").hidden = !HINT_MODELS.has(name);
   $("stage").classList.toggle("pickable", HINT_MODELS.has(name));
+  showRenderSize(models.find((m) => m.name === name));
   drawHints();
+}
+
+// Engines that render at a size the request chooses (DDColor) get the render-size control,
+// its range and default from /v1/models; the largest that fits memory now caps it.
+function showRenderSize(info) {
+  const sizes = info && info.render_size;
+  $("render-field").hidden = !sizes;
+  if (!sizes) return;
+  const input = $("render-size");
+  const top = sizes.largest_fitting === null ? sizes.maximum : Math.min(sizes.maximum, sizes.largest_fitting);
+  input.min = String(sizes.minimum);
+  input.max = String(top);
+  input.step = String(sizes.multiple);
+  const current = Number(input.value);
+  if (!input.value || current < sizes.minimum || current > top) input.value = String(sizes.default);
+  $("render-help").textContent =
+    `The side of the square the engine colours at: ${sizes.minimum} to ${top}, in steps of ` +
+    `${sizes.multiple} (default ${sizes.default}). Larger gives finer colour detail and takes ` +
+    `about the square as long.`;
+}
+
+function renderSizeWanted(info) {
+  if (!info || !info.render_size) return null;
+  const value = $("render-size").value.trim();
+  return value === "" ? null : value;
 }
 
 $("model").addEventListener("change", modelChanged);
@@ -376,6 +405,8 @@ $("job-form").addEventListener("submit", async (event) => {
   form.append("format", "png");
   if (REFERENCE_MODELS.has(model)) form.append("reference", reference.file, reference.file.name);
   if (HINT_MODELS.has(model) && hints.length) form.append("hints", JSON.stringify(hints));
+  const renderSize = renderSizeWanted(models.find((m) => m.name === model));
+  if (renderSize !== null) form.append("render_size", renderSize);
 
   const token = ++jobToken;
   $("submit").disabled = true;
