@@ -45,6 +45,8 @@ class JobInput:
     reference: bytes | None = None
     reference_pixels: int = 0
     hints: tuple[Hint, ...] = ()
+    decode_bytes: int = 0
+    """Host bytes decoding the image and the reference may take at their peak (by pixel mode)."""
 
     @property
     def nbytes(self) -> int:
