@@ -181,10 +181,6 @@ def finish(
         finally:
             if reservation is not None:
                 reservation.release()
-        del output
-        job.timings["finish"] = time.monotonic() - started
-        started = time.monotonic()
-        data = encode(rgb, job.output_format, job.quality)
     except NeverFits as exc:
         return Failure(Outcome.TOO_LARGE, f"finishing this image needs more host memory: {exc}")
     except MemoryRefused as exc:
@@ -192,9 +188,20 @@ def finish(
     except Exception as exc:
         if is_out_of_memory(exc):
             log.warning("job %s ran out of memory while finishing: %r", job.id, exc)
+            return Failure(Outcome.OOM, str(exc) or "out of memory while joining colour")
+        log.exception("finishing job %s failed", job.id)
+        return Failure(Outcome.ERROR, f"the engine failed: {exc}")
+    del output
+    job.timings["finish"] = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        data = encode(rgb, job.output_format, job.quality)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            log.warning("job %s ran out of memory while encoding: %r", job.id, exc)
             # A bare MemoryError() has no message: say what happened ourselves.
             return Failure(Outcome.OOM, str(exc) or "out of memory while encoding")
-        log.exception("finishing job %s failed", job.id)
-        return Failure(Outcome.ERROR, f"finishing the image failed: {exc}")
+        log.exception("encoding job %s failed", job.id)
+        return Failure(Outcome.ENCODE_FAILED, str(exc) or f"encoding failed ({type(exc).__name__})")
     job.timings["encode"] = time.monotonic() - started
     return data
