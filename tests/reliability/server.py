@@ -114,7 +114,8 @@ def malloc_in_use() -> int | None:
 
 
 def add_heap_route(app: FastAPI) -> None:
-    """`GET /_test/heap`: RSS, C heap in use, tracked Python objects and /jobs records kept."""
+    """`GET /_test/heap`: RSS, C heap in use, tracked Python objects, /jobs records and result
+    bytes kept."""
 
     def heap() -> dict[str, int | None]:
         return {
@@ -122,6 +123,7 @@ def add_heap_route(app: FastAPI) -> None:
             "malloc_in_use": malloc_in_use(),
             "python_objects": len(gc.get_objects()),
             "jobs_kept": len(app.state.svc.store),
+            "results_kept_bytes": app.state.svc.store.result_bytes(),
         }
 
     # Ahead of the web page's mount at "/", which would otherwise answer first.
