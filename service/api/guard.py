@@ -19,6 +19,9 @@ OPEN_PATHS = ("/livez", "/readyz", "/docs", "/redoc", "/openapi.json", "/favicon
 OPEN_PREFIXES = ("/static/",)
 BODY_RESERVATION = "body_reservation"
 """Key in the request's state of the host reservation covering its body (the job takes it)."""
+AFTER_SEND = "after_send"
+"""Key in the request's state of callables run as the last bytes of the answer are handed to the
+server (the route gives back the result's host memory there)."""
 STREAM_STEP_BYTES = 1 << 20
 """A body without Content-Length is reserved in steps of this much as it streams."""
 
@@ -102,11 +105,12 @@ class Guard:
             return
         state = scope.setdefault("state", {})
         state[BODY_RESERVATION] = reservation
+        state[AFTER_SEND] = []
         try:
             await self.app(
                 scope,
                 self._counting(receive, _multipart_boundary(scope), reservation, length),
-                send,
+                _releasing(send, state),
             )
         finally:
             # Unless the job took it over (service/api/inputs.py), the body's bytes are gone.
@@ -173,6 +177,26 @@ class Guard:
             return message
 
         return counted
+
+
+def _releasing(send: Send, state: dict[str, object]) -> Send:
+    """`send` that gives memory back as the answer goes out, before the client can see it: the
+    body's (unless a job took it) once the answer starts, the result's with its last bytes."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            body = state.get(BODY_RESERVATION)
+            if isinstance(body, Reservation):
+                body.release()
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            callbacks = state.get(AFTER_SEND)
+            if isinstance(callbacks, list):
+                state[AFTER_SEND] = []
+                for callback in callbacks:
+                    callback()
+        await send(message)
+
+    return wrapped
 
 
 def _host_manager(scope: Scope) -> MemoryManager | None:

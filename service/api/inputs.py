@@ -220,7 +220,8 @@ def _check_fits(
     try:
         state.host.check_fits(pixels)
     except NeverFits as exc:
-        side = math.isqrt(max(0, exc.budget - stages.FIXED_BYTES) // stages.DECODE_BYTES_PER_PIXEL)
+        per_pixel = max(1, job_input.decode_bytes // max(1, job_input.pixels))
+        side = math.isqrt(max(0, exc.budget - stages.FIXED_BYTES) // per_pixel)
         raise OutcomeError(
             Outcome.TOO_LARGE,
             f"decoding this {w}x{h} image needs about {pixels} bytes of host memory but the "

@@ -26,6 +26,7 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.TIMEOUT: Answer(504, "timeout"),
         Outcome.OOM: Answer(507, "out_of_memory"),
         Outcome.ERROR: Answer(500, "engine_error"),
+        Outcome.ENCODE_FAILED: Answer(500, "encode_failed"),
         Outcome.INVALID_REQUEST: Answer(422, "invalid_request"),
         Outcome.GRAYSCALE_REFERENCE: Answer(422, "grayscale_reference"),
         Outcome.INVALID_IMAGE: Answer(422, "undecodable_image"),

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 
 from service.api.errors import ApiError, OutcomeError
+from service.api.guard import AFTER_SEND
 from service.api.inputs import Upload, build_job, read_upload
 from service.api.outcomes import answer
 from service.api.state import ServiceState, StateDep
@@ -135,7 +135,7 @@ async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Resp
     if job.state is not JobState.DONE or job.result is None:
         raise _failure(job)
     state.metrics.request_seconds.labels(job.model).observe(time.monotonic() - started)
-    return Response(
+    response = Response(
         job.result,
         media_type=CONTENT_TYPES[job.output_format],
         headers={
@@ -143,9 +143,14 @@ async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Resp
             "Server-Timing": _server_timing(job),
             "Cache-Control": "no-store",
         },
-        # The result's host memory stays reserved until its bytes are sent.
-        background=BackgroundTask(job.drop_result, "sent to the client"),
     )
+    # The result's host memory stays reserved until its bytes are handed to the server.
+    after_send = getattr(request.state, AFTER_SEND, None)
+    if isinstance(after_send, list):
+        after_send.append(lambda: job.drop_result("sent to the client"))
+    else:
+        job.drop_result("no way to learn when it is sent")
+    return response
 
 
 class JobError(BaseModel):

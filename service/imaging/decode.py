@@ -26,6 +26,7 @@ import math
 import re
 import struct
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -231,10 +232,23 @@ def probe_size(
     return width, height
 
 
-def probe_upright_size(
-    data: bytes, *, allowed_formats: Collection[str], max_pixels: int
-) -> tuple[int, int]:
-    """(width, height) as the decoded image will be (EXIF-upright), without decoding a pixel.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's headers say, before a pixel is decoded."""
+
+    width: int
+    """Width once upright (EXIF orientation applied), as `decode_image` returns it."""
+    height: int
+    mode: str
+    """Pillow's mode of the stored pixels (RGB, L, P, RGBA, I;16...)."""
+    rotated: bool
+    """EXIF asks for a transpose (decoding then makes one more copy)."""
+    transparent: bool
+    """Alpha or a transparency key: decoding composites on white, in 16-bit arithmetic."""
+
+
+def probe_header(data: bytes, *, allowed_formats: Collection[str], max_pixels: int) -> ImageHeader:
+    """The upright size and pixel mode of `data`, without decoding a pixel.
 
     Raises what `decode_image` would for a bad header: 415, 413 over `max_pixels`, 422.
     """
@@ -244,6 +258,8 @@ def probe_upright_size(
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             _check_pixels(im.size[0], im.size[1], max_pixels)
             width, height = im.size
+            mode = im.mode
+            transparent = bool(im.has_transparency_data)
             try:
                 orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
             except Exception:
@@ -259,10 +275,11 @@ def probe_upright_size(
         logger.debug("unreadable %s header", fmt, exc_info=True)
         reason = _OBJECT_REPR.sub("the upload", str(exc))
         raise UndecodableImage(f"corrupt or truncated {fmt} file: {reason}") from exc
+    rotated = orientation in _ORIENTATION
     # Orientations 5-8 turn the picture a quarter: the upright image is the header's transpose.
     if orientation in (5, 6, 7, 8):
-        return height, width
-    return width, height
+        width, height = height, width
+    return ImageHeader(width, height, mode, rotated, transparent)
 
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")

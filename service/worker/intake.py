@@ -7,8 +7,9 @@ from collections.abc import Collection
 import numpy as np
 
 from service.engines.base import ColorizeRequest, Engine, Hint
-from service.imaging.decode import probe_upright_size
+from service.imaging.decode import probe_header
 from service.worker.jobs import Job, JobInput
+from service.worker.stages import decode_bytes_per_pixel
 
 
 def read_input(
@@ -21,16 +22,24 @@ def read_input(
     render_size: int | None = None,
 ) -> JobInput:
     """The upload with its upright size from the headers; raises ImageError (415/413/422)."""
-    width, height = probe_upright_size(
-        image, allowed_formats=allowed_formats, max_pixels=max_pixels
-    )
+    header = probe_header(image, allowed_formats=allowed_formats, max_pixels=max_pixels)
+    pixels = header.width * header.height
+    decode = decode_bytes_per_pixel(header) * pixels
     reference_pixels = 0
     if reference is not None:
-        rw, rh = probe_upright_size(
-            reference, allowed_formats=allowed_formats, max_pixels=max_pixels
-        )
-        reference_pixels = rw * rh
-    return JobInput(image, width, height, reference, reference_pixels, hints, render_size)
+        ref = probe_header(reference, allowed_formats=allowed_formats, max_pixels=max_pixels)
+        reference_pixels = ref.width * ref.height
+        decode += decode_bytes_per_pixel(ref) * reference_pixels
+    return JobInput(
+        image,
+        header.width,
+        header.height,
+        reference,
+        reference_pixels,
+        hints,
+        render_size=render_size,
+        decode_bytes=decode,
+    )
 
 
 def _placeholder(width: int, height: int) -> np.ndarray:

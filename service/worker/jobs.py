@@ -46,6 +46,8 @@ class JobInput:
     reference_pixels: int = 0
     hints: tuple[Hint, ...] = ()
     render_size: int | None = None
+    decode_bytes: int = 0
+    """Host bytes decoding the image and the reference may take at their peak (by pixel mode)."""
 
     @property
     def nbytes(self) -> int:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from service.engines.base import ColorizeRequest, Engine, InvalidRequest
-from service.imaging.decode import GRAYSCALE_CHROMA, chroma_level, decode_image
+from service.imaging.decode import GRAYSCALE_CHROMA, ImageHeader, chroma_level, decode_image
 from service.imaging.errors import ImageError
 from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.outcomes import Failure, Outcome
@@ -25,29 +26,44 @@ log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[np.ndarray, str, "int | None"], bytes]
 
-# Host bytes per pixel, measured with `python -m bench.host_memory` (peak RSS growth of decoding
-# and encoding 12-megapixel images, one fresh process per case; docs/performance.md):
-#   decoding: RGB JPEG/PNG 7.0-8.1, palette/grey PNG 7.1, RGBA PNG 21.6, 16-bit grey PNG 14.2,
-#   EXIF-rotated JPEG 11.1 B/px (Pillow keeps 4 bytes per RGB pixel, transposes copy, the
-#   alpha composite works in uint16);
-#   encoding: PNG 5.3-7.9, JPEG 4.4, WebP 6.9 B/px of the output (a Pillow copy plus the file).
-DECODE_BYTES_PER_PIXEL = 24
-"""The decode peak: bounds every mode above (RGBA's 21.6 with 10 % to spare)."""
-HOLD_BYTES_PER_PIXEL = 14
-"""Held from decode to the result: the photo (3) and its output (3), an encoder's copy and file
-(8: the largest encode peak above)."""
+# Host bytes per pixel, measured with `python -m bench.host_memory` (growth of the RSS high-water
+# mark while decoding or encoding a 4000x3000 image, one fresh process per case, 2026-12-02):
+#   decode: RGB JPEG 10.0, RGB PNG 10.0, grey PNG 11.0, palette PNG 10.0, 16-bit grey PNG 14.0,
+#           EXIF-rotated JPEG 14.0, RGBA PNG 29.9 (Pillow keeps 4 bytes per RGB pixel, a
+#           transpose copies, the alpha composite works in uint16);
+#   encode: PNG 8.5, JPEG 5.3, WebP 29.4 (libwebp converts to YUV and keeps its own buffers).
+# Each constant below bounds its cases with 10-30 % to spare.
+DECODE_BYTES_PER_PIXEL = 13
+"""Opaque 8-bit images that need no transpose (10.0-11.0 measured)."""
+DECODE_ROTATED_BYTES_PER_PIXEL = 17
+"""EXIF-rotated or 16-bit images (14.0 measured)."""
+DECODE_ALPHA_BYTES_PER_PIXEL = 34
+"""Images with transparency, composited on white (29.9 measured), or both of the above."""
+ENCODE_BYTES_PER_PIXEL: Mapping[str, int] = MappingProxyType({"png": 10, "jpeg": 7, "webp": 34})
+HELD_BYTES_PER_PIXEL = 6
+"""Held from decode to the result: the photo and its colour output, RGB uint8 each."""
 FIXED_BYTES = 4 * 1024 * 1024
 """Per job: decoder and encoder state, the Python objects around the arrays."""
 
 
+def decode_bytes_per_pixel(header: ImageHeader) -> int:
+    """Host bytes per pixel that decoding an image with `header` may take at its peak."""
+    if header.transparent:
+        return DECODE_ALPHA_BYTES_PER_PIXEL
+    if header.rotated or header.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return DECODE_ROTATED_BYTES_PER_PIXEL
+    return DECODE_BYTES_PER_PIXEL
+
+
 def decode_bytes(upload: JobInput) -> int:
     """Host bytes to reserve before decoding `upload` (image and reference)."""
-    return FIXED_BYTES + DECODE_BYTES_PER_PIXEL * (upload.pixels + upload.reference_pixels)
+    return FIXED_BYTES + upload.decode_bytes
 
 
-def hold_bytes(upload: JobInput) -> int:
-    """Host bytes a decoded job keeps until its result is encoded."""
-    return FIXED_BYTES + HOLD_BYTES_PER_PIXEL * upload.pixels + 3 * upload.reference_pixels
+def hold_bytes(upload: JobInput, output_format: str) -> int:
+    """Host bytes a decoded job keeps until its result is encoded (the encoder's peak too)."""
+    per_pixel = HELD_BYTES_PER_PIXEL + ENCODE_BYTES_PER_PIXEL.get(output_format, 34)
+    return FIXED_BYTES + per_pixel * upload.pixels + 3 * upload.reference_pixels
 
 
 @dataclass(frozen=True)
@@ -92,7 +108,7 @@ def prepare(job: Job, engine: Engine, host: MemoryManager, limits: DecodeLimits)
         log.exception("preparing job %s failed", job.id)
         return Failure(Outcome.ERROR, f"preparing the image failed: {exc}")
     # From here the job keeps its pixels, not the upload: shrink to what stays.
-    pixels.shrink(hold_bytes(upload))
+    pixels.shrink(hold_bytes(upload, job.output_format))
     job.request, job.prepared, job.input = request, prepared, None
     job.release_hold("upload")
     job.timings["decode"] = time.monotonic() - started
@@ -167,10 +183,6 @@ def finish(
         finally:
             if reservation is not None:
                 reservation.release()
-        del output
-        job.timings["finish"] = time.monotonic() - started
-        started = time.monotonic()
-        data = encode(rgb, job.output_format, job.quality)
     except NeverFits as exc:
         return Failure(Outcome.TOO_LARGE, f"finishing this image needs more host memory: {exc}")
     except MemoryRefused as exc:
@@ -178,9 +190,20 @@ def finish(
     except Exception as exc:
         if is_out_of_memory(exc):
             log.warning("job %s ran out of memory while finishing: %r", job.id, exc)
+            return Failure(Outcome.OOM, str(exc) or "out of memory while joining colour")
+        log.exception("finishing job %s failed", job.id)
+        return Failure(Outcome.ERROR, f"the engine failed: {exc}")
+    del output
+    job.timings["finish"] = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        data = encode(rgb, job.output_format, job.quality)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            log.warning("job %s ran out of memory while encoding: %r", job.id, exc)
             # A bare MemoryError() has no message: say what happened ourselves.
             return Failure(Outcome.OOM, str(exc) or "out of memory while encoding")
-        log.exception("finishing job %s failed", job.id)
-        return Failure(Outcome.ERROR, f"finishing the image failed: {exc}")
+        log.exception("encoding job %s failed", job.id)
+        return Failure(Outcome.ENCODE_FAILED, str(exc) or f"encoding failed ({type(exc).__name__})")
     job.timings["encode"] = time.monotonic() - started
     return data

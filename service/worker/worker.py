@@ -179,23 +179,27 @@ class Worker:
         return None
 
     def submit(self, job: Job) -> None:
-        """Queue `job` or raise WorkerUnavailable (queue full, draining, dead)."""
+        """Queue `job` or raise WorkerUnavailable (queue full, draining, dead); a refused job
+        ends at once with that outcome, giving back what it held."""
+        refusal: WorkerUnavailable | None = None
         with self._cond:
             if self._death is not None or (self._thread.ident and not self._thread.is_alive()):
-                self.stats.refused[Outcome.WORKER_DEAD.value] += 1
-                raise WorkerDead("the worker thread has stopped; the service is not ready", 5)
-            if self._draining is not None:
-                self.stats.refused[Outcome.SHUTDOWN.value] += 1
-                raise Draining(self._draining, 5)
-            if len(self._queue) >= self.settings.queue_size:
-                self.stats.refused[Outcome.QUEUE_FULL.value] += 1
-                raise QueueFull(
+                refusal = WorkerDead("the worker thread has stopped; the service is not ready", 5)
+            elif self._draining is not None:
+                refusal = Draining(self._draining, 5)
+            elif len(self._queue) >= self.settings.queue_size:
+                refusal = QueueFull(
                     f"the queue is full ({self.settings.queue_size} jobs waiting)",
                     self._retry_after(),
                 )
-            job.on_finish(self._count)
-            self._queue.append(job)
-            self._cond.notify_all()
+            else:
+                job.on_finish(self._count)
+                self._queue.append(job)
+                self._cond.notify_all()
+                return
+            self.stats.refused[refusal.outcome.value] += 1
+        job.fail(refusal.outcome, refusal.detail, refusal.retry_after)
+        raise refusal
 
     def cancel(self, job: Job, outcome: Outcome = Outcome.CANCELLED, detail: str = "") -> bool:
         """End a queued job with `outcome`; False if it already reached the device or finished."""
@@ -246,8 +250,13 @@ class Worker:
                 job.prepare_state = "preparing"
             started = time.monotonic()
             engine = self.engines.get(job.model)
-            if engine is None:
-                failure: Failure | None = Failure(Outcome.INVALID_REQUEST, f"no model {job.model}")
+            if started - job.created > self.settings.job_timeout_s:
+                # Past its time already: decoding it would only spend memory on a 504.
+                failure: Failure | None = Failure(
+                    Outcome.TIMEOUT, "the job waited longer than the job time limit"
+                )
+            elif engine is None:
+                failure = Failure(Outcome.INVALID_REQUEST, f"no model {job.model}")
             else:
                 failure = stages.prepare(job, engine, self.host, self.limits)
             with self._cond:

@@ -12,12 +12,14 @@ import pytest
 from PIL import Image, ImageFile
 from skimage.color import rgb2lab
 
+from service.api.outcomes import answer
 from service.imaging import decode as decode_module
 from service.imaging.decode import (
     GRAYSCALE_CHROMA,
     chroma_level,
     decode_image,
     identify_format,
+    probe_header,
     probe_size,
 )
 from service.imaging.encode import encode_image
@@ -48,7 +50,7 @@ LIMIT = 300_000
 TABLE = [c for c in cases(max_pixels=LIMIT) if not c.http_only]
 REFUSED = [c for c in TABLE if c.status != 200]
 ACCEPTED = [c for c in TABLE if c.status == 200]
-ERRORS: dict[int, type[ImageError]] = {
+ERRORS: dict[int, type[ImageError]] = {  # the client's status, through the outcome table
     413: ImageTooLarge,
     415: UnsupportedFormat,
     422: UndecodableImage,
@@ -78,8 +80,27 @@ def test_refused_with_exact_error_and_status(case: Case) -> None:
     with pytest.raises(ImageError) as caught:
         decode(case.data)
     assert type(caught.value) is ERRORS[case.status]
-    assert caught.value.status == case.status
+    assert answer(caught.value.outcome).status == case.status
     assert str(caught.value) == caught.value.message != ""
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=case_id)
+def test_the_header_probe_refuses_alike_or_leaves_it_to_decoding(case: Case) -> None:
+    """What the upload's header check refuses, it refuses as decoding would; the rest (broken
+    pixel data behind a sound header) is found by the prepare stage's decode."""
+    try:
+        probe_header(case.data, allowed_formats=INPUT_FORMATS, max_pixels=LIMIT)
+    except ImageError as exc:
+        assert type(exc) is ERRORS[case.status]
+    else:
+        assert case.status == 422, "only undecodable pixel data may pass the header check"
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=case_id)
+def test_the_header_probe_predicts_the_decoded_shape(case: Case) -> None:
+    header = probe_header(case.data, allowed_formats=INPUT_FORMATS, max_pixels=LIMIT)
+    rgb = decode(case.data)
+    assert (header.height, header.width) == rgb.shape[:2]
 
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=case_id)
@@ -498,15 +519,18 @@ def _mutations(seed: bytes, rng: np.random.Generator) -> bytes:
 
 
 def test_mutated_files_only_ever_raise_image_errors() -> None:
-    """Never a 500: 2000 seeded corruptions of the accepted cases decode or raise an ImageError."""
+    """Never a 500: 2000 seeded corruptions of the accepted cases pass the header probe and decode,
+    or raise an ImageError from one of them."""
     rng = np.random.default_rng(2024)
     seeds = [c.data for c in ACCEPTED if len(c.data) < 20_000]
     outcomes: set[object] = set()
     for n in range(2000):
+        data = _mutations(seeds[n % len(seeds)], rng)
         try:
-            rgb = decode(_mutations(seeds[n % len(seeds)], rng))
+            probe_header(data, allowed_formats=INPUT_FORMATS, max_pixels=LIMIT)
+            rgb = decode(data)
         except ImageError as exc:
-            outcomes.add(exc.status)
+            outcomes.add(answer(exc.outcome).status)
         else:
             assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
             outcomes.add(200)

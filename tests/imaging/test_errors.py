@@ -1,9 +1,11 @@
-"""Each image error carries the status of GUIDE.md section 2 and a message naming the fix."""
+"""Each image error names its outcome (the API table gives GUIDE.md section 2's status) and a
+message naming the fix."""
 
 from __future__ import annotations
 
 import pytest
 
+from service.api.outcomes import answer
 from service.imaging.errors import ImageError, ImageTooLarge, UndecodableImage, UnsupportedFormat
 
 
@@ -39,7 +41,7 @@ from service.imaging.errors import ImageError, ImageTooLarge, UndecodableImage, 
 )
 def test_status_title_and_message(error: ImageError, status: int, title: str, message: str) -> None:
     assert isinstance(error, ImageError)
-    assert (error.status, error.title, error.message, str(error)) == (
+    assert (answer(error.outcome).status, error.title, error.message, str(error)) == (
         status,
         title,
         message,

@@ -6,6 +6,8 @@ Prints `LISTENING <port>` once it accepts connections. Extra knobs, for the test
 - RELIABILITY_DELAY_S: seconds each scripted run takes (a slow device, so queues fill).
 - RELIABILITY_GATE_FILE: the eccv16 engine holds every run until this file exists.
 - RELIABILITY_REAL_EXEMPLAR=1: "exemplar" is the real ExemplarEngine, not a scripted one.
+- RELIABILITY_CHEAP=1: the scripted networks tint in uint8 (milliseconds at 16 megapixels) and
+  estimate 8 bytes per pixel: for floods where memory, not compute, is under test.
 
 It also answers `GET /_test/heap` (this wrapper's route, not the service's): what the soak needs
 to tell a leak from a fragmented heap.
@@ -68,10 +70,12 @@ def open_gate_when(path: Path, engine: ScriptedEngine) -> None:
 
 def build_engines(device: torch.device) -> dict[str, Engine]:
     delay = float(os.environ.get("RELIABILITY_DELAY_S", "0"))
-    eccv16 = SlowEngine(device, "eccv16", delay_s=delay)
+    cheap = os.environ.get("RELIABILITY_CHEAP") == "1"
+    sized = {"cheap": True, "per_pixel_bytes": 8} if cheap else {}
+    eccv16 = SlowEngine(device, "eccv16", delay_s=delay, **sized)
     engines: dict[str, Engine] = {
         "eccv16": eccv16,
-        "siggraph17": SlowEngine(device, "siggraph17", takes_hints=True, delay_s=delay),
+        "siggraph17": SlowEngine(device, "siggraph17", takes_hints=True, delay_s=delay, **sized),
         "exemplar": (
             ExemplarEngine(device)
             if os.environ.get("RELIABILITY_REAL_EXEMPLAR") == "1"
@@ -110,7 +114,8 @@ def malloc_in_use() -> int | None:
 
 
 def add_heap_route(app: FastAPI) -> None:
-    """`GET /_test/heap`: RSS, C heap in use, tracked Python objects and /jobs records kept."""
+    """`GET /_test/heap`: RSS, C heap in use, tracked Python objects, /jobs records and result
+    bytes kept."""
 
     def heap() -> dict[str, int | None]:
         return {
@@ -118,6 +123,7 @@ def add_heap_route(app: FastAPI) -> None:
             "malloc_in_use": malloc_in_use(),
             "python_objects": len(gc.get_objects()),
             "jobs_kept": len(app.state.svc.store),
+            "results_kept_bytes": app.state.svc.store.result_bytes(),
         }
 
     # Ahead of the web page's mount at "/", which would otherwise answer first.

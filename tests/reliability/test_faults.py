@@ -25,6 +25,7 @@ from service.engines.weights import save_random_checkpoint, weights_path
 from service.settings import Settings
 from tests.api.conftest import decode, running_app
 from tests.support.engines import KillWorker, ScriptedEngine
+from tests.support.held import wait_until_idle
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -58,12 +59,7 @@ def final_states(client: TestClient, ids: Sequence[str], timeout: float = 15.0) 
 def settled(client: TestClient) -> None:
     """Nothing queued, running or reserved."""
     svc = client.app.state.svc  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while svc.worker.jobs_running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert svc.worker.queue_depth == 0
-    assert svc.worker.jobs_running == 0
-    assert svc.manager.snapshot().reserved_for_jobs == 0
+    wait_until_idle(svc)
 
 
 def wait_queue(client: TestClient, depth: int) -> None:
@@ -189,26 +185,35 @@ class EncodeFault:
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("error", "status", "code", "outcome"),
     [
-        (MemoryError("cannot allocate 96 MiB for the output buffer"), 507),
-        (OSError("encoder error -2 when writing image file"), 500),
+        (MemoryError("cannot allocate 96 MiB for the output buffer"), 507, "out_of_memory", "oom"),
+        (
+            OSError("encoder error -2 when writing image file"),
+            500,
+            "encode_failed",
+            "encode_failed",
+        ),
     ],
     ids=["out-of-memory", "encoder-error"],
 )
 def test_a_fault_while_encoding_fails_only_that_job(
-    gray_png: bytes, monkeypatch: pytest.MonkeyPatch, error: BaseException, status: int
+    gray_png: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    status: int,
+    code: str,
+    outcome: str,
 ) -> None:
     fault = EncodeFault(error)
     monkeypatch.setattr(app_module, "encode_image", fault)
     with running_app() as (client, _):
         r = client.post("/colorize", files={"image": ("a.png", gray_png)})
         assert r.status_code == status
-        assert r.json() == {"error": "encode_failed", "detail": str(error)}
+        assert r.json() == {"error": code, "detail": str(error)}
         states = final_states(client, submit(client, gray_png, 2))
         assert [s["state"] for s in states] == ["done", "done"]
         assert fault.calls == 3
-        outcome = "oom" if status == 507 else "error"
         assert (
             f'colorize_jobs_total{{model="eccv16",outcome="{outcome}"}} 1.0'
             in client.get("/metrics").text
@@ -423,12 +428,11 @@ def test_a_finished_job_keeps_no_input_pixels(gray_png: bytes) -> None:
         ids = submit(client, gray_png, 3)
         final_states(client, ids)
         store = client.app.state.svc.store  # type: ignore[attr-defined]
-        held = 0
         for job_id in ids:
-            image = store.get(job_id).request.image
-            base = image if image.base is None else image.base
-            held += base.nbytes
-        assert held == 0, f"finished jobs still hold {held} bytes of input pixels"
+            job = store.get(job_id)
+            assert (job.input, job.request, job.prepared) == (None, None, None)
+            assert [r.purpose for r in job.holds] == ["pixels"], "only the result stays covered"
+            assert sum(r.nbytes for r in job.holds) == len(job.result)
 
 
 # --- results past the retention budget ----------------------------------------------------------

@@ -445,10 +445,18 @@ async function follow(location, token) {
       case "done":
         await showResult(job);
         return;
-      case "failed":
+      case "failed": {
         say("");
-        fail(`The job failed: ${sentence(job.error ? job.error.detail : "no reason given")}`);
+        // A photo whose header passed is decoded later: its refusal arrives as the job's error,
+        // with the status /colorize would have answered, and is worded the same way.
+        const status = job.error ? job.error.status : 0;
+        if ([413, 415, 422, 504, 507].includes(status)) {
+          fail(explain(new ServiceError(status, job.error, null)));
+        } else {
+          fail(`The job failed: ${sentence(job.error ? job.error.detail : "no reason given")}`);
+        }
         return;
+      }
       case "cancelled":
         say("The job was cancelled.");
         return;
