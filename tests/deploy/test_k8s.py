@@ -76,6 +76,19 @@ def test_one_gpu_per_pod() -> None:
     assert "memory" in resources["limits"]
 
 
+GI = {"Gi": 1 << 30, "Mi": 1 << 20}
+
+
+def test_the_host_budget_is_the_containers_memory_limit() -> None:
+    # The service admits host memory against COLORIZE_HOST_MEMORY_BYTES: a budget above the
+    # limit would let the kernel kill the pod first; below it, memory would sit unused.
+    resources = container()["resources"]
+    limit = resources["limits"]["memory"]
+    size = int(limit[:-2]) * GI[limit[-2:]]
+    assert int(env(container())["COLORIZE_HOST_MEMORY_BYTES"]) == size
+    assert resources["requests"]["memory"] == limit, "Guaranteed: request equals limit"
+
+
 @pytest.mark.parametrize(
     ("probe", "path"),
     [("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/livez")],

@@ -140,6 +140,17 @@ DASHBOARD_SIGNALS = {
     "latency quantiles": {"colorize_request_duration_seconds_bucket"},
     "OOM events": {"colorize_oom_events_total"},
     "admission refusals by reason": {"colorize_admissions_refused_total"},
+    "host budget limit/used/reserved/available": {
+        "colorize_host_memory_limit_bytes",
+        "colorize_host_memory_used_bytes",
+        "colorize_host_memory_reserved_bytes",
+        "colorize_host_memory_available_bytes",
+    },
+    "host memory by purpose and queued uploads": {
+        "colorize_host_memory_held_bytes",
+        "colorize_queued_upload_bytes",
+    },
+    "stage depth and busy time": {"colorize_stage_depth", "colorize_stage_busy_seconds_total"},
 }
 
 
@@ -164,6 +175,10 @@ ALERT_SIGNALS = {
         "colorize_memory_threshold_ratio",
     },
     "ColorizeOutOfMemory": {"colorize_oom_events_total"},
+    "ColorizeHostMemoryAboveLimit": {
+        "colorize_host_memory_used_bytes",
+        "colorize_host_memory_limit_bytes",
+    },
     "ColorizeQueueSaturated": {"colorize_queue_depth", "colorize_queue_capacity"},
     "ColorizeTargetDown": {"up"},
     "ColorizeWorkerDead": {"colorize_worker_alive", "colorize_draining"},
