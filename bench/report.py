@@ -113,15 +113,17 @@ def markdown(result: Mapping[str, Any]) -> str:
         "images/s over the cell's wall time; latency in ms from upload to full answer; ratios "
         "are ours / baseline (throughput: higher is better; p95: lower is better). Queue and "
         "compute are medians from our Server-Timing header (compute = the whole batch's forward "
-        "and colour conversion). Peak RSS growth is the server process's high-water mark above "
+        "pass; on a CPU device the colour join is the finish stage). Stages busy: threads busy "
+        "per second of the cell in prepare / device / finish (device near 1: the device is the "
+        "limit). Peak RSS growth is the server process's high-water mark above "
         "its idle RSS during the cell; peak/estimate is our MemoryManager's measured peak over "
         "the reserved estimate (mean per batch, from /metrics).",
         "",
         "| engine | size | c | n | ours img/s | naive img/s | direct img/s | x naive | x direct "
-        "| ours p50 / p95 | naive p50 / p95 | p95 x naive | queue / compute p50 | batch "
-        "| RSS growth ours / naive MB | peak/est | errors |",
+        "| ours p50 / p95 | naive p50 / p95 | p95 x naive | queue / compute / finish p50 "
+        "| stages busy | batch | RSS growth ours / naive MB | peak/est | errors |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in result["comparisons"]:
         key = {k: c[k] for k in ("section", "engine", "size", "concurrency")}
@@ -136,6 +138,9 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"| {_f(c['naive_p50_ms'], 0)} / {_f(c['naive_p95_ms'], 0)} "
             f"| {_f(c['p95_vs_naive'])} "
             f"| {_f(ours.get('queue_p50_ms'), 0)} / {_f(ours.get('compute_p50_ms'), 0)} "
+            f"/ {_f(ours.get('finish_p50_ms'), 0)} "
+            f"| {_f(ours.get('prepare_busy'))} / {_f(ours.get('device_busy'))} "
+            f"/ {_f(ours.get('finish_busy'))} "
             f"| {_f(ours.get('mean_batch'))} "
             f"| {_f(c['ours_peak_rss_growth_mb'], 0)} / {_f(c['naive_peak_rss_growth_mb'], 0)} "
             f"| {_f(ours.get('peak_to_estimate_mean'))} | {_errors(ours, naive)} |"

@@ -151,6 +151,7 @@ def http_cell(server: Server, cell: Cell, max_seconds: float, **extra: Any) -> d
         "decode_p50_ms": _ms(outcome.phase_median("decode")),
         "queue_p50_ms": _ms(outcome.phase_median("queue")),
         "compute_p50_ms": _ms(outcome.phase_median("compute")),
+        "finish_p50_ms": _ms(outcome.phase_median("finish")),
         "encode_p50_ms": _ms(outcome.phase_median("encode")),
         "idle_rss_mb": round(idle_rss / 2**20, 1),
         "peak_rss_mb": None if peak_rss is None else round(peak_rss / 2**20, 1),
@@ -169,6 +170,12 @@ def http_cell(server: Server, cell: Cell, max_seconds: float, **extra: Any) -> d
         )
         row["mean_batch"] = round(items / batches, 2) if batches else None
         row["peak_to_estimate_mean"] = round(ratio_sum / ratios, 3) if ratios else None
+        # Threads busy per second of the cell, by stage: a device below 1 while the CPU stages
+        # are busy means the device waited on them.
+        for stage in ("prepare", "device", "finish"):
+            key = ("colorize_stage_busy_seconds_total", (("stage", stage),))
+            busy = after.get(key, 0.0) - before.get(key, 0.0)
+            row[f"{stage}_busy"] = round(busy / outcome.wall_s, 3) if outcome.wall_s else None
     return row
 
 
