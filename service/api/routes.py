@@ -16,6 +16,7 @@ from service.api.errors import ApiError
 from service.api.inputs import Upload, build_job, read_upload
 from service.api.state import ServiceState, StateDep
 from service.engines.base import Engine
+from service.engines.fast import Precision
 from service.imaging.encode import CONTENT_TYPES
 from service.worker.jobs import Job, JobState
 
@@ -263,6 +264,11 @@ class ModelInfo(BaseModel):
     reason: str | None
     batchable: bool
     needs_weights: bool
+    precision: Precision
+    """What the network runs in (fp32, bf16, fp16): COLORIZE_PRECISION where it is faster and
+    accurate enough on this device, else fp32."""
+    precision_reason: str
+    """Why: requested, refused (unsupported, not faster than fp32, or beyond the tolerance)."""
     memory_model: MemoryModelInfo
 
 
@@ -276,6 +282,8 @@ def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
         reason=engine.not_ready_reason,
         batchable=engine.batchable,
         needs_weights=engine.needs_weights,
+        precision=engine.precision,
+        precision_reason=engine.precision_reason,
         memory_model=MemoryModelInfo(
             per_item_bytes=mm.per_item_bytes,
             per_pixel_bytes=mm.per_pixel_bytes,

@@ -8,8 +8,14 @@ outputs within TOLERANCE of float32 (docs/performance.md has what was measured w
   the same up to summation order (measured on CPU: at most 0.1 ab units, under one 8-bit level).
 - reduced precision: autocast (bf16 or fp16) around the network's forward only; colour conversion
   and resizing stay float32, and the first block stays float32 (it sees the raw luminance, and
-  keeping it halves the error for ~2-3 % of the FLOPs). At load a probe image runs both ways; if
-  the ab outputs differ by more than the tolerance, the engine stays float32 and logs why.
+  keeping it halves the error for ~2-3 % of the FLOPs). It is chosen for speed and accuracy, in
+  that order, and the engine stays float32 with a logged reason otherwise:
+  1. speed: one piece of the network (its heaviest convolution by default) is timed both ways on
+     small inputs, growing only while the time budget allows. A CPU without native bf16 emulates
+     it about 300x slower than fp32 (issue 13: minutes for one forward pass), so nothing larger
+     runs in a precision until this says it is faster.
+  2. accuracy: a probe image runs through the whole network both ways; if the ab outputs differ
+     by more than the tolerance, reduced precision is refused.
 - pinned host memory for CUDA uploads: the bytes are copied into page-locked memory and sent
   asynchronously (PyTorch's caching host allocator holds the block until the copy completes).
 - not done: `torch.compile` and CUDA graphs. Both need static shapes, and dynamic batching
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +56,74 @@ PROBE_SEED = 1234
 
 Probe = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 """Runs the network on L (N,1,256,256) and returns its ab (N,2,256,256)."""
+
+Timer = Callable[[Callable[[], object], Precision], float]
+"""Seconds one call of `run` takes; `run` executes the piece in the precision named."""
+
+
+def wall_clock(run: Callable[[], object], precision: Precision) -> float:
+    """The default Timer: the elapsed time of one call (the precision only names it)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of a network whose speed stands for the whole: a module and inputs of any size."""
+
+    name: str
+    """What was timed, for the logs and /v1/models (e.g. "model4.2 (Conv2d 512->512, 3x3)")."""
+    module: nn.Module
+    make_input: Callable[[int], torch.Tensor]
+    """An input of spatial side `size` (or `size` x `size` tokens), on the module's device."""
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """How reduced precision is timed against fp32 before the network runs in it at all.
+
+    The piece runs at each size in turn, fp32 and reduced interleaved (`repeats` timed calls each
+    after one warm-up, best kept), and the largest size reached decides. It stops growing once a
+    reduced call takes `enough_s` (past fixed costs such as casting the weights) or when the next
+    size, about 4x dearer, would not fit the `budget_s` left. At most the calls of the smallest
+    size run after the budget is spent, so an emulated precision costs about `budget_s`.
+    """
+
+    sizes: tuple[int, ...] = (4, 8, 16, 32, 64)
+    repeats: int = 3
+    enough_s: float = 0.005
+    budget_s: float = 1.0
+    min_speedup: float = 1.0
+    """Reduced precision must beat fp32 by more than this factor to be used."""
+    timer: Timer = wall_clock
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What the speed check measured: the piece's best times at the size that decided."""
+
+    piece: str
+    size: int
+    fp32_s: float
+    reduced_s: float
+    elapsed_s: float
+    """The whole check's cost, warm-ups and smaller sizes included."""
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_s / self.reduced_s if self.reduced_s > 0 else math.inf
+
+    def describe(self, precision: Precision) -> str:
+        return (
+            f"{self.piece} at {self.size}x{self.size}: {precision} {_ms(self.reduced_s)} vs "
+            f"fp32 {_ms(self.fp32_s)} (speed-up {self.speedup:.2f}x; "
+            f"check took {self.elapsed_s:.2f} s)"
+        )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
 
 
 @dataclass(frozen=True)
@@ -81,58 +156,90 @@ TOLERANCE = Tolerance()
 
 @dataclass(frozen=True)
 class FastPath:
-    """How the fixed-input networks run: `COLORIZE_PRECISION` and `COLORIZE_CHANNELS_LAST`."""
+    """How the networks run: `COLORIZE_PRECISION` and `COLORIZE_CHANNELS_LAST`.
+
+    Any engine can use it: `prepare` needs the loaded network, a Probe, and optionally the Piece
+    whose speed stands for the network (by default its heaviest convolution or linear layer).
+    """
 
     precision: Precision = "fp32"
     channels_last: bool = False
     pin_memory: bool = True
     """Stage CUDA uploads in page-locked memory (ignored on other devices)."""
     tolerance: Tolerance = field(default=TOLERANCE)
+    speed_check: SpeedCheck = field(default_factory=SpeedCheck)
 
     def precision_for(self, device: torch.device) -> Precision:
         """The precision this device can use: unsupported combinations fall back to fp32."""
+        return self._supported(device)[0]
+
+    def _supported(self, device: torch.device) -> tuple[Precision, str]:
         wanted = self.precision
         if wanted == "fp32":
-            return "fp32"
+            return "fp32", "fp32 requested (COLORIZE_PRECISION)"
         why = _unsupported(wanted, device)
         if why is not None:
             logger.warning("COLORIZE_PRECISION=%s on %s: %s; using fp32", wanted, device, why)
-            return "fp32"
-        return wanted
+            return "fp32", f"{wanted} refused: {why}"
+        return wanted, f"{wanted} requested"
 
-    def prepare(self, network: nn.Module, device: torch.device, probe: Probe) -> Accelerated:
-        """Apply the memory format and precision to a loaded network (on `device`, eval mode)."""
+    def prepare(
+        self,
+        network: nn.Module,
+        device: torch.device,
+        probe: Probe,
+        piece: Piece | None = None,
+    ) -> Accelerated:
+        """Apply the memory format and precision to a loaded network (on `device`, eval mode).
+
+        Reduced precision is timed on `piece` first, then checked for accuracy with `probe`;
+        the returned Accelerated says which precision won and why.
+        """
         if self.channels_last:
             # Module.to(memory_format=...) works but is missing from torch's type stubs.
             network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        precision = self.precision_for(device)
+        precision, reason = self._supported(device)
         if precision == "fp32":
-            return Accelerated(network, device, None, None, self.pin_memory)
+            return Accelerated(network, device, None, None, self.pin_memory, reason=reason)
         dtype = DTYPES[precision]
-        restore = keep_float32(network, FLOAT32_STAGES.get(type(network).__name__, ()))
+        kept = FLOAT32_STAGES.get(type(network).__name__, ())
+        if piece is None:
+            piece = heaviest_piece(network, device, skip=kept)
+        if piece is None:
+            reason = f"{precision} refused: no convolution or linear layer to time it on"
+            logger.warning("%s %s; using fp32", type(network).__name__, reason)
+            return Accelerated(network, device, None, None, self.pin_memory, reason=reason)
+        speed = measure_speed(piece, device, dtype, precision, self.speed_check)
+        if speed.speedup <= self.speed_check.min_speedup:
+            reason = (
+                f"{precision} refused: not faster than fp32 on {device} "
+                f"({speed.describe(precision)})"
+            )
+            logger.warning("%s %s; using fp32", type(network).__name__, reason)
+            return Accelerated(
+                network, device, None, None, self.pin_memory, speed=speed, reason=reason
+            )
+        restore = keep_float32(network, kept)
         error = measure_precision_error(network, device, dtype, probe)
         if not self.tolerance.admits(error):
             restore()
-            logger.warning(
-                "%s %s differs from fp32 by mean %.2f / p99 %.2f ab units on the probe image, "
-                "beyond the tolerance (mean %.2f / p99 %.2f): using fp32",
-                type(network).__name__,
-                precision,
-                error.mean_ab,
-                error.p99_ab,
-                self.tolerance.mean_ab,
-                self.tolerance.p99_ab,
+            reason = (
+                f"{precision} refused: differs from fp32 by mean {error.mean_ab:.2f} / p99 "
+                f"{error.p99_ab:.2f} ab units on the probe image, beyond the tolerance (mean "
+                f"{self.tolerance.mean_ab:.2f} / p99 {self.tolerance.p99_ab:.2f})"
             )
-            return Accelerated(network, device, None, error, self.pin_memory)
-        logger.info(
-            "%s runs in %s on %s (probe: mean %.3f / p99 %.3f ab units from fp32)",
-            type(network).__name__,
-            precision,
-            device,
-            error.mean_ab,
-            error.p99_ab,
+            logger.warning("%s %s; using fp32", type(network).__name__, reason)
+            return Accelerated(
+                network, device, None, error, self.pin_memory, speed=speed, reason=reason
+            )
+        reason = (
+            f"{precision}: {speed.speedup:.2f}x faster than fp32 ({speed.describe(precision)}), "
+            f"within tolerance (probe: mean {error.mean_ab:.3f} / p99 {error.p99_ab:.3f} ab units)"
         )
-        return Accelerated(network, device, dtype, error, self.pin_memory)
+        logger.info("%s runs in %s on %s: %s", type(network).__name__, precision, device, reason)
+        return Accelerated(
+            network, device, dtype, error, self.pin_memory, speed=speed, reason=reason
+        )
 
 
 @dataclass
@@ -143,8 +250,12 @@ class Accelerated:
     device: torch.device
     dtype: torch.dtype | None
     probe_error: PrecisionError | None
-    """The probe's difference from float32 when reduced precision was tried (else None)."""
+    """The probe's difference from float32 when its accuracy was checked (else None)."""
     pin_memory: bool = True
+    speed: Speed | None = None
+    """The speed check's figures when reduced precision was timed (else None)."""
+    reason: str = "fp32 requested (COLORIZE_PRECISION)"
+    """Why the network runs in `precision`: what was asked, and what refused or admitted it."""
 
     @property
     def precision(self) -> Precision:
@@ -261,3 +372,96 @@ def measure_precision_error(
         with torch.autocast(device_type=device.type, dtype=dtype):
             reduced = probe(network, lightness)
         return precision_error(reference, reduced)
+
+
+def heaviest_piece(
+    network: nn.Module, device: torch.device, skip: tuple[str, ...] = ()
+) -> Piece | None:
+    """The convolution or linear layer with the most weights (most work per output position),
+    outside the submodules in `skip`; None if the network has neither."""
+    best: tuple[str, nn.Conv2d | nn.Linear] | None = None
+    for name, module in network.named_modules():
+        if any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        if isinstance(module, nn.Conv2d | nn.Linear) and (
+            best is None or module.weight.numel() > best[1].weight.numel()
+        ):
+            best = name, module
+    if best is None:
+        return None
+    name, layer = best
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    if isinstance(layer, nn.Conv2d):
+        conv = layer
+        memory_format = (
+            torch.channels_last
+            if conv.weight.is_contiguous(memory_format=torch.channels_last)
+            and not conv.weight.is_contiguous()
+            else torch.contiguous_format
+        )
+
+        def conv_input(size: int) -> torch.Tensor:
+            x = torch.randn(1, conv.in_channels, size, size, generator=generator)
+            return x.to(device).contiguous(memory_format=memory_format)
+
+        kernel = "x".join(str(k) for k in conv.kernel_size)
+        label = f"{name} (Conv2d {conv.in_channels}->{conv.out_channels}, {kernel})"
+        return Piece(label, conv, conv_input)
+    linear = layer
+
+    def tokens(size: int) -> torch.Tensor:
+        return torch.randn(1, size * size, linear.in_features, generator=generator).to(device)
+
+    label = f"{name} (Linear {linear.in_features}->{linear.out_features})"
+    return Piece(label, linear, tokens)
+
+
+def measure_speed(
+    piece: Piece,
+    device: torch.device,
+    dtype: torch.dtype,
+    precision: Precision,
+    check: SpeedCheck,
+) -> Speed:
+    """Time `piece` in float32 and under autocast to `dtype`, as SpeedCheck describes."""
+    spent = 0.0
+    speed: Speed | None = None
+    with torch.inference_mode():
+        for size in check.sizes:
+            sample = piece.make_input(size)
+
+            def plain(sample: torch.Tensor = sample) -> None:
+                piece.module(sample)
+                _synchronize(device)
+
+            def reduced(sample: torch.Tensor = sample) -> None:
+                with torch.autocast(device_type=device.type, dtype=dtype):
+                    piece.module(sample)
+                _synchronize(device)
+
+            fp32_times: list[float] = []
+            reduced_times: list[float] = []
+            at_start = spent
+            for _ in range(1 + check.repeats):
+                fp32_times.append(check.timer(plain, "fp32"))
+                reduced_times.append(check.timer(reduced, precision))
+                spent += fp32_times[-1] + reduced_times[-1]
+                if spent > check.budget_s:
+                    break
+            # The first call of each is a warm-up (kernel choice, weight layout); it stands in
+            # only where the budget allowed no second call, and then overstates both.
+            fp32_s = min(fp32_times[1:] or fp32_times)
+            reduced_s = min(reduced_times[1:] or reduced_times)
+            speed = Speed(piece.name, size, fp32_s, reduced_s, spent)
+            # Each size doubles the side: about 4x the work of this one.
+            if reduced_s >= check.enough_s or spent + 4 * (spent - at_start) > check.budget_s:
+                break
+    if speed is None:
+        raise ValueError("SpeedCheck.sizes is empty")
+    return speed
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that a timed call covers its kernels (CUDA is async)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
