@@ -173,7 +173,7 @@ def test_precision_is_chosen_by_speed_before_accuracy(
         (0.002, 5.0, 1.0, 4, 2),
         (0.004, 0.006, 1.0, 4, 8),
         (0.001, 0.002, 0.05, 4, 8),
-        (0.001, 0.0005, 1.0, 64, 40),
+        (0.001, 0.0005, 1.0, 128, 48),
     ],
     ids=[
         "emulated-one-call-each-at-the-smallest-size",
