@@ -214,8 +214,8 @@ def test_models_report_the_precision_in_use_and_why(tmp_path: Path) -> None:
         "exemplar": "fp32",
     }
     assert models["eccv16"]["precision_reason"] == (
-        "bf16 refused: not faster than fp32 on cpu (model4.2 (Conv2d 512->512, 3x3) at 4x4: "
-        "bf16 10 ms vs fp32 1 ms (speed-up 0.10x; check took 0.04 s))"
+        "bf16 refused: not faster than fp32 on cpu (model4.2 (Conv2d 512->512, 3x3) at "
+        "128x128: bf16 10 ms vs fp32 1 ms (speed-up 0.10x; check took 0.34 s))"
     )
     assert models["siggraph17"]["precision_reason"] == (
         "not loaded yet (COLORIZE_PRECISION=fp32 is checked at load)"

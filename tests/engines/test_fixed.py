@@ -28,6 +28,7 @@ from service.engines.weights import OFFICIAL
 from tests.engines.conftest import PIXEL, AloneOutputs
 from tests.support.cpu import lacks_native_bf16, needs_native_bf16
 from tests.support.memory import LiveTensorBytes
+from tests.support.timing import bf16_faster
 from tests.support.weights_server import make_weights_dir
 
 ENGINES: dict[str, Callable[[torch.device, Path], FixedInputEngine]] = {
@@ -251,7 +252,8 @@ def test_bf16_beyond_the_tolerance_leaves_the_engine_in_fp32(
     weights_dir: Path, eccv16: Eccv16Engine, alone: AloneOutputs, coffee: np.ndarray
 ) -> None:
     # With generated weights bf16 moves ab by ~4.7 units on average (tolerance 1.0): refused.
-    engine = Eccv16Engine(torch.device("cpu"), weights_dir, FastPath(precision="bf16"))
+    fast = FastPath(precision="bf16", speed_check=bf16_faster())
+    engine = Eccv16Engine(torch.device("cpu"), weights_dir, fast)
     engine.load()
     assert engine.precision == "fp32"
     assert "beyond the tolerance" in engine.precision_reason
@@ -274,7 +276,11 @@ def test_bf16_where_the_cpu_emulates_it_is_refused_and_loads_quickly(
 
 @needs_native_bf16
 def test_bf16_within_its_tolerance_runs_in_bf16(weights_dir: Path, coffee: np.ndarray) -> None:
-    loose = FastPath(precision="bf16", tolerance=Tolerance(mean_ab=20.0, p99_ab=120.0))
+    loose = FastPath(
+        precision="bf16",
+        tolerance=Tolerance(mean_ab=20.0, p99_ab=120.0),
+        speed_check=bf16_faster(),
+    )
     engine = Siggraph17Engine(torch.device("cpu"), weights_dir, loose)
     engine.load()
     assert engine.precision == "bf16"
