@@ -80,7 +80,10 @@ def create_app(
             "device %s; engines %s; memory %d/%d bytes used, limit %d (threshold %.2f), "
             "job budget %d bytes",
             snap.device,
-            ", ".join(f"{n}={'ready' if e.ready else 'NOT READY'}" for n, e in loaded.items()),
+            ", ".join(
+                f"{n}={'ready' if e.ready else 'NOT READY'} ({e.precision})"
+                for n, e in loaded.items()
+            ),
             snap.used,
             snap.total,
             snap.limit,

@@ -18,6 +18,7 @@ from service.api.inputs import Upload, build_job, read_upload
 from service.api.outcomes import answer
 from service.api.state import ServiceState, StateDep
 from service.engines.base import Engine
+from service.engines.fast import Precision
 from service.imaging.encode import CONTENT_TYPES
 from service.outcomes import Outcome
 from service.worker.jobs import Job, JobState
@@ -293,6 +294,11 @@ class ModelInfo(BaseModel):
     reason: str | None
     batchable: bool
     needs_weights: bool
+    precision: Precision
+    """What the network runs in (fp32, bf16, fp16): COLORIZE_PRECISION where it is faster and
+    accurate enough on this device, else fp32."""
+    precision_reason: str
+    """Why: requested, refused (unsupported, not faster than fp32, or beyond the tolerance)."""
     memory_model: MemoryModelInfo
     """For engines with a render size: at the default render size."""
     render_size: RenderSizeInfo | None = None
@@ -309,6 +315,8 @@ def _model_info(state: ServiceState, name: str, engine: Engine) -> ModelInfo:
         reason=engine.not_ready_reason,
         batchable=engine.batchable,
         needs_weights=engine.needs_weights,
+        precision=engine.precision,
+        precision_reason=engine.precision_reason,
         memory_model=MemoryModelInfo(
             per_item_bytes=mm.per_item_bytes,
             per_pixel_bytes=mm.per_pixel_bytes,

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from service.engines.fast import Precision
+
 
 @dataclass(frozen=True)
 class Hint:
@@ -155,6 +157,16 @@ class Engine(ABC):
     def not_ready_reason(self) -> str | None:
         """Why the engine is not ready (None when it is)."""
         return None if self.ready else "not loaded"
+
+    @property
+    def precision(self) -> Precision:
+        """The precision its network runs in: fp32, bf16 or fp16 (see engines/fast.py)."""
+        return "fp32"
+
+    @property
+    def precision_reason(self) -> str:
+        """Why it runs in `precision`: what was asked and what refused or admitted it."""
+        return "fp32 only: this engine does not use reduced precision"
 
     def estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
         """Bytes to reserve for `request` (in a batch of `batch` like it)."""

@@ -30,7 +30,7 @@ from service.engines.base import (
     InvalidRequest,
     MemoryModel,
 )
-from service.engines.fast import Accelerated, FastPath
+from service.engines.fast import Accelerated, FastPath, Precision
 from service.engines.networks import INPUT_SIZE
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
 
@@ -132,9 +132,15 @@ class FixedInputEngine(Engine):
         return self.predict(network, lightness, [_PROBE_REQUEST] * lightness.shape[0])
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         """The precision the network runs in (fp32 until loaded)."""
         return "fp32" if self._accelerated is None else self._accelerated.precision
+
+    @property
+    def precision_reason(self) -> str:
+        if self._accelerated is None:
+            return f"not loaded yet (COLORIZE_PRECISION={self.fast.precision} is checked at load)"
+        return self._accelerated.reason
 
     @property
     def ready(self) -> bool:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from service.engines import weights
+from service.engines.base import Engine
+from service.engines.eccv16 import Eccv16Engine
+from service.engines.exemplar import ExemplarEngine
+from service.engines.fast import FastPath, SpeedCheck
+from service.engines.siggraph17 import Siggraph17Engine
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
 from tests.api.conftest import decode, running_app
 from tests.support.bad_inputs import LONG_TEXT_FIELD, Case, cases
 from tests.support.engines import ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
+from tests.support.timing import ScriptedTimer
 
 MAX_PIXELS = 4_000_000
 MAX_UPLOAD = 4 * 1024 * 1024
@@ -185,6 +193,36 @@ def test_models_name_the_pixel_limit_when_it_is_the_smaller_bound() -> None:
     for model in models:
         info = model["memory_model"]
         assert (info["largest_square_px"], info["largest_square_limited_by"]) == (500, "pixels")
+
+
+def test_models_report_the_precision_in_use_and_why(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    weights.save_random_checkpoint("eccv16", tmp_path)
+    # bf16 "slower" on any CPU: the speed check runs as in production, on scripted timings.
+    slower = SpeedCheck(timer=ScriptedTimer(fp32=0.001, bf16=0.010))
+    engines: dict[str, Engine] = {
+        "eccv16": Eccv16Engine(cpu, tmp_path, FastPath(precision="bf16", speed_check=slower)),
+        "siggraph17": Siggraph17Engine(cpu, tmp_path),
+        "exemplar": ExemplarEngine(cpu),
+    }
+    engines["eccv16"].load()
+    with running_app(engines=engines) as (client, _):
+        models = {m["name"]: m for m in client.get("/v1/models").json()}
+    assert {name: m["precision"] for name, m in models.items()} == {
+        "eccv16": "fp32",
+        "siggraph17": "fp32",
+        "exemplar": "fp32",
+    }
+    assert models["eccv16"]["precision_reason"] == (
+        "bf16 refused: not faster than fp32 on cpu (model4.2 (Conv2d 512->512, 3x3) at "
+        "128x128: bf16 10 ms vs fp32 1 ms (speed-up 0.10x; check took 0.34 s))"
+    )
+    assert models["siggraph17"]["precision_reason"] == (
+        "not loaded yet (COLORIZE_PRECISION=fp32 is checked at load)"
+    )
+    assert models["exemplar"]["precision_reason"] == (
+        "fp32 only: this engine does not use reduced precision"
+    )
 
 
 def test_weights_not_installed_is_503_with_the_fix(tmp_path: object, gray_png: bytes) -> None:

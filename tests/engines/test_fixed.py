@@ -7,6 +7,7 @@ service/engines/fixed.py (prints the raw figures its comment quotes).
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from service.engines.registry import create_engine
 from service.engines.siggraph17 import Siggraph17Engine, grid_cell, hint_planes
 from service.engines.weights import OFFICIAL
 from tests.engines.conftest import PIXEL, AloneOutputs
+from tests.support.cpu import lacks_native_bf16, needs_native_bf16
 from tests.support.memory import LiveTensorBytes
+from tests.support.timing import bf16_faster
 from tests.support.weights_server import make_weights_dir
 
 ENGINES: dict[str, Callable[[torch.device, Path], FixedInputEngine]] = {
@@ -244,21 +247,45 @@ def test_channels_last_output_is_within_one_level_of_the_default(
     assert np.abs(ours.astype(int) - default.astype(int)).max() <= 1
 
 
+@needs_native_bf16
 def test_bf16_beyond_the_tolerance_leaves_the_engine_in_fp32(
     weights_dir: Path, eccv16: Eccv16Engine, alone: AloneOutputs, coffee: np.ndarray
 ) -> None:
     # With generated weights bf16 moves ab by ~4.7 units on average (tolerance 1.0): refused.
-    engine = Eccv16Engine(torch.device("cpu"), weights_dir, FastPath(precision="bf16"))
+    fast = FastPath(precision="bf16", speed_check=bf16_faster())
+    engine = Eccv16Engine(torch.device("cpu"), weights_dir, fast)
     engine.load()
     assert engine.precision == "fp32"
+    assert "beyond the tolerance" in engine.precision_reason
     assert np.array_equal(engine.run([ColorizeRequest(coffee)])[0], alone(eccv16, "coffee"))
 
 
+@lacks_native_bf16
+def test_bf16_where_the_cpu_emulates_it_is_refused_and_loads_quickly(
+    weights_dir: Path, eccv16: Eccv16Engine, alone: AloneOutputs, coffee: np.ndarray
+) -> None:
+    # Issue 13: the probe used to run a whole forward pass in emulated bf16 (minutes) at load.
+    engine = Eccv16Engine(torch.device("cpu"), weights_dir, FastPath(precision="bf16"))
+    started = time.perf_counter()
+    engine.load()
+    assert time.perf_counter() - started < 20.0
+    assert engine.precision == "fp32"
+    assert engine.precision_reason.startswith("bf16 refused: not faster than fp32 on cpu")
+    assert np.array_equal(engine.run([ColorizeRequest(coffee)])[0], alone(eccv16, "coffee"))
+
+
+@needs_native_bf16
 def test_bf16_within_its_tolerance_runs_in_bf16(weights_dir: Path, coffee: np.ndarray) -> None:
-    loose = FastPath(precision="bf16", tolerance=Tolerance(mean_ab=20.0, p99_ab=120.0))
+    loose = FastPath(
+        precision="bf16",
+        tolerance=Tolerance(mean_ab=20.0, p99_ab=120.0),
+        speed_check=bf16_faster(),
+    )
     engine = Siggraph17Engine(torch.device("cpu"), weights_dir, loose)
     engine.load()
     assert engine.precision == "bf16"
+    assert engine.precision_reason.startswith("bf16: ")
+    assert "faster than fp32" in engine.precision_reason
     out = engine.run([ColorizeRequest(coffee)])[0]
     assert out.shape == coffee.shape and out.dtype == np.uint8
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import psutil
 import pytest
@@ -18,10 +20,19 @@ needs_trim = pytest.mark.skipif(
 )
 
 
+SAME_READING = 4 * MiB
+"""How far two RSS readings around the same event may differ: the manager reads the RSS a moment
+after the test does (a log line, a few Python objects), never by the size of a trim."""
+
+
 @pytest.fixture(autouse=True)
 def trimmed_heap() -> None:
-    """Start from a heap with nothing free in it: earlier tests leave freed blocks that the
-    allocations below would reuse without growing the RSS."""
+    """Start from a heap with nothing free in it and no garbage waiting to be collected.
+
+    Earlier tests leave freed blocks that the allocations below would reuse without growing the
+    RSS, and cyclic garbage that a GC run (ours or an automatic one) frees into the heap.
+    """
+    gc.collect()
     heap.trim()
 
 
@@ -62,11 +73,20 @@ def test_freed_heap_stays_resident_until_cleared() -> None:
 def test_gc_above_threshold_counts_the_trim_once() -> None:
     manager = MemoryManager(torch.device("cpu"), memory_threshold=1e-6)
     pin = fragment_heap(128 * MiB)
+    before = rss()
 
     assert manager.trigger_gc_if_needed()
 
-    # Trimming returned most of it; the GC's own share is added without counting the trim twice.
-    assert 96 * MiB < manager.stats.bytes_freed < 256 * MiB
+    returned = before - rss()
+    # The trim returned most of the fragmented heap. How much more the GC and the trim return
+    # depends on what this process held before (issue 13: 301 MB after a run where tests had
+    # timed out), so the count is compared with what this test saw leave, not with a constant.
+    assert returned > 96 * MiB
+    # Counted once: the trim's share is part of the GC's drop, not added to it again.
+    assert abs(manager.stats.bytes_freed - returned) < SAME_READING, (
+        manager.stats.bytes_freed,
+        returned,
+    )
     assert manager.stats.gc_runs == 1
     del pin
 

@@ -38,7 +38,7 @@ from service.engines.ddcolor.checkpoint import (
 )
 from service.engines.ddcolor.network import DDColor, Variant
 from service.engines.ddcolor.pipeline import AB_LIMIT, join, render_input
-from service.engines.fast import Accelerated, FastPath
+from service.engines.fast import Accelerated, FastPath, Precision
 from service.engines.fixed import _deterministic_convolutions
 from service.imaging.lab import lab_to_rgb
 
@@ -65,6 +65,7 @@ class DDColorEngine(Engine):
     ) -> None:
         super().__init__(device)
         self.weights_dir = Path(weights_dir)
+        self._precision_note = ""
         fast = fast or FastPath()
         if fast.precision == "fp16":
             # float16 overflows in DDColor's attention and positional embedding upstream; the
@@ -75,6 +76,7 @@ class DDColorEngine(Engine):
                 self.name,
             )
             fast = dataclasses.replace(fast, precision="fp32")
+            self._precision_note = "fp16 refused: DDColor's attention overflows in float16; "
         self.fast = fast
         self.render = render or RenderLimits()
         self._network: DDColor | None = None
@@ -141,9 +143,18 @@ class DDColorEngine(Engine):
         return ab
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         """The precision the network runs in (fp32 until loaded)."""
         return "fp32" if self._accelerated is None else self._accelerated.precision
+
+    @property
+    def precision_reason(self) -> str:
+        if self._accelerated is None:
+            return (
+                f"{self._precision_note}not loaded yet "
+                f"(COLORIZE_PRECISION={self.fast.precision} is checked at load)"
+            )
+        return self._precision_note + self._accelerated.reason
 
     @property
     def ready(self) -> bool:
