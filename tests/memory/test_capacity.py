@@ -86,4 +86,6 @@ def test_container_with_2gib_limit_reports_against_2gib(tmp_path: Path) -> None:
     snap = manager.snapshot()
     assert snap.total == 2 * GiB
     assert snap.limit == int(0.8 * 2 * GiB)
-    assert snap.usage_ratio == pytest.approx(snap.used / (2 * GiB))
+    # Clamped to 1: late in the suite the runner itself may hold more than 2 GiB (the session's
+    # generated DDColor checkpoints).
+    assert snap.usage_ratio == pytest.approx(min(1.0, snap.used / (2 * GiB)))
