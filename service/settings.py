@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     host_memory_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)
     """Host RAM the service may count on; unset: the cgroup limit, else physical RAM. Uploads,
     decoded pixels, working buffers and kept results are admitted against threshold x this."""
+    device_workers: Literal["auto"] | Annotated[int, Field(ge=1, le=16)] = "auto"
+    """Threads that run forward passes; `auto`: 1 on a GPU or MPS (one thread owns the device),
+    2 on a CPU (two forward passes fill each other's serial stretches; docs/performance.md)."""
     prepare_workers: int = Field(default=2, ge=1, le=64)
     """Threads that decode and prepare jobs shortly before the device needs them."""
     finish_workers: int = Field(default=2, ge=1, le=64)

@@ -46,6 +46,14 @@ def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLORIZE_FETCH_MISSING", "false")
 
 
+@pytest.fixture(autouse=True)
+def one_device_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One device thread, as on a GPU, unless a test asks for more: the queue, admission and
+    fault suites script which job holds the device. tests/worker/test_lanes.py runs two, and
+    the host-memory floods run the CPU default."""
+    monkeypatch.setenv("COLORIZE_DEVICE_WORKERS", "1")
+
+
 @pytest.fixture
 def cpu() -> torch.device:
     return torch.device("cpu")

@@ -71,6 +71,8 @@ class Measurement:
     """Peak bytes a block of work added above its starting point (filled in on exit)."""
 
     peak_bytes: int = 0
+    measured: bool = True
+    """False when another measurement was under way (the peak is process-wide): no figure."""
 
 
 class Reservation:
@@ -275,15 +277,25 @@ class MemoryManager:
             self.clear_cache()
 
     @contextmanager
-    def measure(self) -> Iterator[Measurement]:
-        """Measure the peak bytes the enclosed work adds (CUDA: allocator peak; CPU: RSS HWM)."""
+    def measure(self, blocking: bool = True) -> Iterator[Measurement]:
+        """Measure the peak bytes the enclosed work adds (CUDA: allocator peak; CPU: RSS HWM).
+
+        Not `blocking`: if another measurement is under way, run the work unmeasured
+        (`measured` False) instead of waiting for it.
+        """
         result = Measurement()
-        with self._measure_lock:
+        if not self._measure_lock.acquire(blocking=blocking):
+            result.measured = False
+            yield result
+            return
+        try:
             baseline = self.backend.reset_peak()
             try:
                 yield result
             finally:
                 result.peak_bytes = max(0, self.backend.peak() - baseline)
+        finally:
+            self._measure_lock.release()
 
     def record_estimate(self, model: str, estimate: int, measured: int) -> None:
         """Keep an (estimate, measured peak) pair and tell observers (the metrics histogram)."""

@@ -69,6 +69,7 @@ def server_process(env: Mapping[str, str], grace_s: float = 20.0) -> Iterator[Se
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("COLORIZE_")},
         "COLORIZE_DEVICE": "cpu",
+        "COLORIZE_DEVICE_WORKERS": os.environ.get("COLORIZE_DEVICE_WORKERS", "1"),
         "PYTHONUNBUFFERED": "1",
         **env,
     }

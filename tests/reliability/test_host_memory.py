@@ -82,6 +82,7 @@ def flood(n: int, send: object) -> list[httpx.Response | BaseException]:
 
 ENV = {
     "RELIABILITY_CHEAP": "1",
+    "COLORIZE_DEVICE_WORKERS": "auto",  # the CPU default: two device lanes
     "COLORIZE_HOST_MEMORY_BYTES": str(HOST_BYTES),
     "COLORIZE_ADMISSION_WAIT_S": "2",
     "COLORIZE_JOB_TIMEOUT_S": "30",
