@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -25,12 +23,11 @@ from torch import nn
 from service.engines import weights
 from service.engines.base import (
     ColorizeRequest,
-    Engine,
     EngineNotReady,
     InvalidRequest,
     MemoryModel,
 )
-from service.engines.fast import Accelerated, FastPath, Precision
+from service.engines.loaded import NetworkEngine, check_image, deterministic_convolutions
 from service.engines.networks import INPUT_SIZE
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
 
@@ -61,23 +58,12 @@ _PROBE_REQUEST = ColorizeRequest(np.zeros((1, 1, 3), dtype=np.uint8))
 """Stands for each item of the precision probe (no hints): `predict` only reads its hints."""
 
 
-class FixedInputEngine(Engine):
+class FixedInputEngine(NetworkEngine):
     """A published network with a fixed 256x256 input; subclasses build it and call it."""
 
     batchable = True
     item_bytes: ClassVar[int]
     """Measured activation bytes of one item's forward pass (see the module constants)."""
-
-    def __init__(
-        self, device: torch.device, weights_dir: Path, fast: FastPath | None = None
-    ) -> None:
-        super().__init__(device)
-        self.weights_dir = Path(weights_dir)
-        self.fast = fast or FastPath()
-        """Precision, memory format and uploads (COLORIZE_PRECISION, COLORIZE_CHANNELS_LAST)."""
-        self._network: nn.Module | None = None
-        self._accelerated: Accelerated | None = None
-        self._load_error: str | None = None
 
     @abstractmethod
     def build_network(self) -> nn.Module:
@@ -99,73 +85,21 @@ class FixedInputEngine(Engine):
 
     def load(self) -> None:
         """Read the checkpoint, check its layout and move the network to the device."""
-        if self._network is not None:
+        if self.ready:
             return
         try:
             state = weights.load_state_dict(self.name, self.weights_dir)
         except weights.WeightsError as exc:
             self._load_error = str(exc)
             raise EngineNotReady(self.name, str(exc)) from exc
-        # Built on the meta device and given the loaded tensors (assign=True): initialising 32M
-        # random weights only to overwrite them would cost about a second per load.
-        with torch.device("meta"):
-            network = self.build_network()
-        network.load_state_dict(state, strict=True, assign=True)
-        network.requires_grad_(False)
-        # float32 whatever the file holds: the pipeline feeds float32 and the constants assume it
-        # (reduced precision is autocast around the forward pass, never the stored weights).
-        network = network.to(device=self.device, dtype=torch.float32).eval()
-        self._accelerated = self.fast.prepare(network, self.device, self._probe)
-        self._network = network
-        self._load_error = None
-        logger.info(
-            "%s loaded on %s from %s (%s%s)",
-            self.name,
-            self.device,
-            self.weights_dir,
-            self._accelerated.precision,
-            ", channels_last" if self.fast.channels_last else "",
-        )
+        self.install(self.build_network, state, self._probe)
 
     def _probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
         """ab of the network for L (N,1,256,256), no hints: the fast path's precision check."""
         return self.predict(network, lightness, [_PROBE_REQUEST] * lightness.shape[0])
 
-    @property
-    def precision(self) -> Precision:
-        """The precision the network runs in (fp32 until loaded)."""
-        return "fp32" if self._accelerated is None else self._accelerated.precision
-
-    @property
-    def precision_reason(self) -> str:
-        if self._accelerated is None:
-            return f"not loaded yet (COLORIZE_PRECISION={self.fast.precision} is checked at load)"
-        return self._accelerated.reason
-
-    @property
-    def ready(self) -> bool:
-        return self._network is not None
-
-    @property
-    def not_ready_reason(self) -> str | None:
-        if self._network is not None:
-            return None
-        if self._load_error is not None:
-            return self._load_error
-        try:
-            path = weights.locate(self.name, self.weights_dir)
-        except weights.WeightsError as exc:
-            return str(exc)
-        return f"weights at {path} are not loaded yet"
-
     def validate(self, request: ColorizeRequest) -> None:
-        image = request.image
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidRequest(
-                f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}"
-            )
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise InvalidRequest(f"empty image {image.shape}")
+        check_image(request)
         if request.render_size is not None:
             raise InvalidRequest(
                 f"engine {self.name!r} renders at a fixed 256x256 and takes no render size"
@@ -196,16 +130,17 @@ class FixedInputEngine(Engine):
         chunk_bytes: int | None = None,
     ) -> list[object]:
         """One forward pass; ab (1,2,256,256) per request, or the joined image on a GPU."""
-        network, accelerated = self._network, self._accelerated
-        if network is None or accelerated is None:
+        loaded = self.loaded()
+        if loaded is None:
             raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
+        network, accelerated = loaded
         if not requests:
             return []
         resized = [
             p if isinstance(p, np.ndarray) else self.prepare(r)
             for r, p in zip(requests, prepared, strict=True)
         ]
-        with torch.inference_mode(), _deterministic_convolutions():
+        with torch.inference_mode(), deterministic_convolutions():
             lightness = _lightness(accelerated.upload(np.stack(resized)))
             with accelerated.autocast():
                 ab = self.predict(network, lightness, requests)
@@ -254,21 +189,6 @@ class FixedInputEngine(Engine):
         prepared = [self.prepare(r) for r in requests]
         outputs = self.forward(requests, prepared, chunk_bytes)
         return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]
-
-
-@contextmanager
-def _deterministic_convolutions() -> Iterator[None]:
-    """cuDNN without autotuning and with deterministic algorithms, for repeatable outputs."""
-    # benchmark=True could pick another algorithm per batch size (and per run), so an output
-    # would depend on what else was in its batch. Only these two flags change, and only for the
-    # call: cudnn.flags() would also reset TF32 and precision settings the operator chose.
-    cudnn = torch.backends.cudnn
-    saved = cudnn.benchmark, cudnn.deterministic
-    cudnn.benchmark, cudnn.deterministic = False, True
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.deterministic = saved
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

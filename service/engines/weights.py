@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -190,14 +190,29 @@ def check_state_dict(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str
 ) -> None:
     """Raise WeightsMismatch listing missing, unexpected and mis-shaped keys of `state`."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    problems = layout_problems(state, expected)
+    if problems:
+        raise WeightsMismatch(f"{source} does not fit the network: " + "; ".join(problems))
+
+
+def layout_problems(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    may_lack: Collection[str] = (),
+    may_add: Collection[str] = (),
+) -> list[str]:
+    """Missing, unexpected and mis-shaped keys of `state`, each kind listed briefly.
+
+    `may_lack` keys may be absent and `may_add` keys may be extra (a published file's leftovers).
+    """
+    missing = [k for k in expected if k not in state and k not in may_lack]
+    unexpected = [k for k in state if k not in expected and k not in may_add]
     misshaped = [
         f"{k} (file {tuple(state[k].shape)}, network {tuple(v.shape)})"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    problems = [
+    return [
         f"{label}: {_listing(keys)}"
         for label, keys in (
             ("missing keys", missing),
@@ -206,8 +221,6 @@ def check_state_dict(
         )
         if keys
     ]
-    if problems:
-        raise WeightsMismatch(f"{source} does not fit the network: " + "; ".join(problems))
 
 
 def _listing(keys: list[str]) -> str:

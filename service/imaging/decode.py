@@ -267,10 +267,7 @@ def probe_header(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as exc:
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        counted = _BOMB_PIXELS.search(str(exc))
-        pixels = int(counted.group(1)) if counted else None
-        raise ImageTooLarge(width, height, min(max_pixels, limit), pixels) from exc
+        raise _bomb(exc, width, height, max_pixels) from exc
     except Exception as exc:
         logger.debug("unreadable %s header", fmt, exc_info=True)
         reason = _OBJECT_REPR.sub("the upload", str(exc))
@@ -300,12 +297,7 @@ def decode_image(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as exc:
-        # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) applies when max_pixels is set above it,
-        # and it also fires for a canvas that grows past the header's size: report Pillow's count.
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        counted = _BOMB_PIXELS.search(str(exc))
-        pixels = int(counted.group(1)) if counted else None
-        raise ImageTooLarge(width, height, min(max_pixels, limit), pixels) from exc
+        raise _bomb(exc, width, height, max_pixels) from exc
     except MemoryError:
         raise
     except Exception as exc:
@@ -315,6 +307,17 @@ def decode_image(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
         logger.debug("undecodable %s upload", fmt, exc_info=True)
         reason = _OBJECT_REPR.sub("the upload", str(exc))
         raise UndecodableImage(f"corrupt or truncated {fmt} file: {reason}") from exc
+
+
+def _bomb(
+    exc: Image.DecompressionBombError, width: int, height: int, max_pixels: int
+) -> ImageTooLarge:
+    # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) applies when max_pixels is set above it,
+    # and it also fires for a canvas that grows past the header's size: report Pillow's count.
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    counted = _BOMB_PIXELS.search(str(exc))
+    pixels = int(counted.group(1)) if counted else None
+    return ImageTooLarge(width, height, min(max_pixels, limit), pixels)
 
 
 # EXIF orientation -> the transpose that makes the stored pixels upright (EXIF 2.32, tag 0x0112).

@@ -28,6 +28,7 @@ from service.engines.ddcolor.network import (
     normalisation_buffers,
 )
 from service.engines.ddcolor.spectral import SpectralConv2d, set_singular_vectors
+from service.engines.weights import layout_problems
 
 PARAMS_KEY = "params"
 """BasicSR saves the network's state dict under this key."""
@@ -36,8 +37,6 @@ HEAD_CLS_KEYS = ("encoder.arch.head_cls.weight", "encoder.arch.head_cls.bias")
 """Unused by the network, present in the published files: accepted and dropped."""
 CONSTANT_KEYS = ("mean", "std")
 """The ImageNet normalisation buffers: constants, so a file without them still loads."""
-MAX_LISTED_KEYS = 8
-"""A mismatch message names at most this many keys per kind, then says how many more."""
 GENERATED_AB_STD = 25.0
 """Spread of a generated network's ab output on test images: lively, rarely past the gamut."""
 GENERATED_LAYER_SCALE = 0.5
@@ -67,31 +66,9 @@ def expected_state(variant: Variant) -> dict[str, torch.Tensor]:
 
 def check_state_dict(state: Mapping[str, torch.Tensor], variant: Variant, source: str) -> None:
     """Raise CheckpointMismatch listing missing, unexpected and mis-shaped keys of `state`."""
-    expected = expected_state(variant)
-    missing = [k for k in expected if k not in state and k not in CONSTANT_KEYS]
-    unexpected = [k for k in state if k not in expected and k not in HEAD_CLS_KEYS]
-    misshaped = [
-        f"{k} (file {tuple(state[k].shape)}, network {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{label}: {_listing(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("mis-shaped keys", misshaped),
-        )
-        if keys
-    ]
+    problems = layout_problems(state, expected_state(variant), CONSTANT_KEYS, HEAD_CLS_KEYS)
     if problems:
         raise CheckpointMismatch(f"{source} does not fit DDColor-{variant}: " + "; ".join(problems))
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:MAX_LISTED_KEYS])
-    more = len(keys) - MAX_LISTED_KEYS
-    return f"{shown} (and {more} more)" if more > 0 else shown
 
 
 def load_checkpoint(path: Path, variant: Variant) -> dict[str, torch.Tensor]:

@@ -24,7 +24,6 @@ from torch.nn import functional as F
 from service.engines import weights
 from service.engines.base import (
     ColorizeRequest,
-    Engine,
     EngineNotReady,
     InvalidRequest,
     MemoryModel,
@@ -38,8 +37,8 @@ from service.engines.ddcolor.checkpoint import (
 )
 from service.engines.ddcolor.network import DDColor, Variant
 from service.engines.ddcolor.pipeline import AB_LIMIT, join, render_input
-from service.engines.fast import Accelerated, FastPath, Precision
-from service.engines.fixed import _deterministic_convolutions
+from service.engines.fast import FastPath
+from service.engines.loaded import NetworkEngine, check_image, deterministic_convolutions
 from service.imaging.lab import lab_to_rgb
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ PROBE_RENDER_SIZE = 128
 decoder's attention to see several tokens per scale."""
 
 
-class DDColorEngine(Engine):
+class DDColorEngine(NetworkEngine):
     """DDColor at a per-request render size; subclasses name the checkpoint and the variant."""
 
     batchable = True
@@ -63,10 +62,8 @@ class DDColorEngine(Engine):
         fast: FastPath | None = None,
         render: RenderLimits | None = None,
     ) -> None:
-        super().__init__(device)
-        self.weights_dir = Path(weights_dir)
-        self._precision_note = ""
         fast = fast or FastPath()
+        note = ""
         if fast.precision == "fp16":
             # float16 overflows in DDColor's attention and positional embedding upstream; the
             # published ports run it in float32 or bfloat16 only.
@@ -76,18 +73,16 @@ class DDColorEngine(Engine):
                 self.name,
             )
             fast = dataclasses.replace(fast, precision="fp32")
-            self._precision_note = "fp16 refused: DDColor's attention overflows in float16; "
-        self.fast = fast
+            note = "fp16 refused: DDColor's attention overflows in float16; "
+        super().__init__(device, weights_dir, fast)
+        self.precision_note = note
         self.render = render or RenderLimits()
-        self._network: DDColor | None = None
-        self._accelerated: Accelerated | None = None
-        self._load_error: str | None = None
 
     # -- loading -----------------------------------------------------------------------------
 
     def load(self) -> None:
         """Read the checkpoint strictly, build the network on the device, pick the precision."""
-        if self._network is not None:
+        if self.ready:
             return
         try:
             state = self._read_state()
@@ -98,25 +93,7 @@ class DDColorEngine(Engine):
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take a checked state dict (from `load_checkpoint`, or a benchmark's random network)."""
-        # Built on the meta device and given the loaded tensors (assign=True): initialising
-        # DDColor-L's 228M random weights only to overwrite them would cost seconds per load.
-        with torch.device("meta"):
-            network = DDColor(self.variant)
-        network.load_state_dict(state, strict=True, assign=True)
-        network.requires_grad_(False)
-        network = network.to(device=self.device, dtype=torch.float32).eval()
-        self._accelerated = self.fast.prepare(network, self.device, self._probe)
-        self._network = network
-        self._load_error = None
-        logger.info(
-            "%s (DDColor-%s) loaded on %s from %s (%s%s)",
-            self.name,
-            self.variant,
-            self.device,
-            self.weights_dir,
-            self._accelerated.precision,
-            ", channels_last" if self.fast.channels_last else "",
-        )
+        self.install(lambda: DDColor(self.variant), state, self._probe)
 
     def _read_state(self) -> dict[str, torch.Tensor]:
         try:
@@ -142,36 +119,6 @@ class DDColorEngine(Engine):
         ab: torch.Tensor = network(grey)
         return ab
 
-    @property
-    def precision(self) -> Precision:
-        """The precision the network runs in (fp32 until loaded)."""
-        return "fp32" if self._accelerated is None else self._accelerated.precision
-
-    @property
-    def precision_reason(self) -> str:
-        if self._accelerated is None:
-            return (
-                f"{self._precision_note}not loaded yet "
-                f"(COLORIZE_PRECISION={self.fast.precision} is checked at load)"
-            )
-        return self._precision_note + self._accelerated.reason
-
-    @property
-    def ready(self) -> bool:
-        return self._network is not None
-
-    @property
-    def not_ready_reason(self) -> str | None:
-        if self._network is not None:
-            return None
-        if self._load_error is not None:
-            return self._load_error
-        try:
-            path = weights.locate(self.name, self.weights_dir)
-        except weights.WeightsError as exc:
-            return str(exc)
-        return f"weights at {path} are not loaded yet"
-
     # -- requests ------------------------------------------------------------------------------
 
     @property
@@ -183,13 +130,7 @@ class DDColorEngine(Engine):
         return self.render.default if request.render_size is None else request.render_size
 
     def validate(self, request: ColorizeRequest) -> None:
-        image = request.image
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidRequest(
-                f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}"
-            )
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise InvalidRequest(f"empty image {image.shape}")
+        check_image(request)
         if request.hints:
             raise InvalidRequest(f"engine {self.name!r} does not take hints")
         if request.reference is not None:
@@ -270,9 +211,10 @@ class DDColorEngine(Engine):
         chunk_bytes: int | None = None,
     ) -> list[object]:
         """One forward pass; ab (1,2,S,S) per request, or the joined image on a GPU."""
-        network, accelerated = self._network, self._accelerated
-        if network is None or accelerated is None:
+        loaded = self.loaded()
+        if loaded is None:
             raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
+        network, accelerated = loaded
         if not requests:
             return []
         sizes = {self.render_size(r) for r in requests}
@@ -282,7 +224,7 @@ class DDColorEngine(Engine):
             p if isinstance(p, torch.Tensor) else self.prepare(r)
             for r, p in zip(requests, prepared, strict=True)
         ]
-        with torch.inference_mode(), _deterministic_convolutions():
+        with torch.inference_mode(), deterministic_convolutions():
             grey = torch.cat(inputs).to(self.device)
             if self.fast.channels_last:
                 grey = grey.contiguous(memory_format=torch.channels_last)
