@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -141,6 +142,9 @@ class CpuBackend:
     """
 
     kind = "cpu"
+    measure_lock = threading.Lock()
+    """One for the process, shared by every CPU backend: the high-water mark is the process's,
+    so a reset by one measurement would cut short another's."""
     trim_slack_bytes = 32 << 20
     """Freed heap that may stay resident: trimming makes the next job fault its pages in again
     (measured: trimming after every job cost 2.6 % with the real networks, ~30 % with tiny jobs),

@@ -133,7 +133,10 @@ class MemoryManager:
         self.observers: list[ObserveFn] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._measure_lock = threading.Lock()
+        # A backend whose peak is process-wide (CPU) shares one lock among all its managers.
+        self._measure_lock: threading.Lock = getattr(self.backend, "measure_lock", None) or (
+            threading.Lock()
+        )
         self._held: list[Reservation] = []
         self._idle_resident = self.backend.resident()
 
