@@ -8,7 +8,6 @@ devices and encode. Each stage is bounded, so what the service holds is bounded 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -21,11 +20,11 @@ from typing import Literal
 
 import torch
 
-from service.engines.base import Engine, InvalidRequest
+from service.engines.base import Engine
 from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.outcomes import Failure, Outcome
 from service.settings import Settings
-from service.worker import stages
+from service.worker import compute, stages
 from service.worker.jobs import Job, JobState
 from service.worker.stages import EncodeFn, EngineContractError, is_out_of_memory
 
@@ -424,9 +423,16 @@ class Worker:
             # With two lanes the process-wide peak would mix both batches: a lane measures only
             # while the other is not measuring, and such a batch is left out of the record.
             with self.manager.measure(blocking=self.lanes == 1) as peak:
-                outputs = self._compute(engine, jobs)
+                outputs = compute.forward(
+                    engine,
+                    [j.request for j in jobs if j.request is not None],
+                    [j.prepared for j in jobs],
+                    self.manager,
+                    self.stats.oom_events,
+                )
             elapsed = time.monotonic() - started
-        if outputs is None:
+        if isinstance(outputs, Failure):
+            self._fail_all(jobs, outputs)
             return
         if peak.measured:
             self.manager.record_estimate(model, total, peak.peak_bytes)
@@ -437,53 +443,6 @@ class Worker:
             with self._cond:
                 self._finishing += 1
             self._finisher.submit(self._finish, job, engine, output)
-
-    def _chunk(self, engine: Engine) -> int | None:
-        # The working chunk the estimate already covers: the exemplar's matching chunk
-        # (fixed_bytes), or for the networks the forward pass's bytes, which its colour
-        # conversion bands reuse. The OOM retry runs with a quarter of it.
-        model = engine.memory_model
-        return model.fixed_bytes or model.per_item_bytes or None
-
-    def _compute(self, engine: Engine, jobs: list[Job]) -> list[object] | None:
-        requests = [j.request for j in jobs if j.request is not None]
-        prepared = [j.prepared for j in jobs]
-        chunk = self._chunk(engine)
-        try:
-            return _counted(engine, len(jobs), engine.forward(requests, prepared, chunk))
-        except InvalidRequest as exc:
-            self._fail_all(jobs, Failure(Outcome.INVALID_REQUEST, str(exc)))
-            return None
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                log.exception("engine %s failed", engine.name)
-                self._fail_all(jobs, Failure(Outcome.ERROR, f"the engine failed: {exc}"))
-                return None
-            first_error = exc
-        self._recover_from_oom(engine.name, first_error)
-        try:
-            # One retry, smaller: one image at a time, and a quarter of the working chunk.
-            smaller = None if chunk is None else max(1 << 20, chunk // 4)
-            return [
-                _counted(engine, 1, engine.forward([r], [p], smaller))[0]
-                for r, p in zip(requests, prepared, strict=True)
-            ]
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                log.exception("engine %s failed on retry", engine.name)
-                self._fail_all(jobs, Failure(Outcome.ERROR, f"the engine failed: {exc}"))
-                return None
-            self._recover_from_oom(engine.name, exc)
-            detail = f"out of device memory after a retry with a smaller batch/chunk: {exc}"
-            self._fail_all(jobs, Failure(Outcome.OOM, detail))
-            return None
-
-    def _recover_from_oom(self, model: str, exc: BaseException) -> None:
-        self.stats.oom_events[model] += 1
-        log.warning("out of memory in %s (%s): freeing and retrying smaller", model, exc)
-        exc.__traceback__ = None  # frames of the failed forward pass hold its tensors
-        gc.collect()
-        self.manager.clear_cache()
 
     def _after_job(self) -> None:
         policy = self.settings.clear_cache
@@ -507,7 +466,7 @@ class Worker:
                 self.host,
                 self.encode,
                 self.settings.admission_wait_s,
-                self._chunk(engine),
+                compute.working_chunk(engine),
             )
             del output
             if isinstance(outcome, bytes):
@@ -547,11 +506,3 @@ def _batch_key(engine: Engine | None, job: Job) -> object:
     if engine is None or job.request is None:
         return None
     return engine.batch_key(job.request)
-
-
-def _counted(engine: Engine, expected: int, outputs: list[object]) -> list[object]:
-    if len(outputs) != expected:
-        raise EngineContractError(
-            f"{engine.name} returned {len(outputs)} images for {expected} requests"
-        )
-    return outputs
