@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +39,25 @@ def coffee() -> np.ndarray:
     return photo("coffee.png")
 
 
-@pytest.fixture(autouse=True)
-def no_weight_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def no_weight_downloads() -> Iterator[None]:
     """Start-up never fetches missing checkpoints: CI has no internet, and a test that wants the
     fetch builds Settings(fetch_missing=True) with a loopback base URL. Child processes inherit
-    the variable."""
-    monkeypatch.setenv("COLORIZE_FETCH_MISSING", "false")
+    the variable; session-scoped, so module-scoped servers see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLORIZE_FETCH_MISSING", "false")
+        yield
 
 
-@pytest.fixture(autouse=True)
-def one_device_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def one_device_lane() -> Iterator[None]:
     """One device thread, as on a GPU, unless a test asks for more: the queue, admission and
     fault suites script which job holds the device. tests/worker/test_lanes.py runs two, and
-    the host-memory floods run the CPU default."""
-    monkeypatch.setenv("COLORIZE_DEVICE_WORKERS", "1")
+    the host-memory floods run the CPU default. Session-scoped, so that module-scoped servers
+    started before any test's own fixtures see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLORIZE_DEVICE_WORKERS", "1")
+        yield
 
 
 @pytest.fixture

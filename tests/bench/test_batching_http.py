@@ -53,6 +53,8 @@ def _server(weights_dir: Path, batch: int, wait_ms: int) -> Iterator[str]:
         "COLORIZE_LOG_LEVEL": "warning",
         "COLORIZE_BATCH_MAX_SIZE": str(batch),
         "COLORIZE_BATCH_MAX_WAIT_MS": str(wait_ms),
+        # One device lane: with two, a second lane could take the third job on its own.
+        "COLORIZE_DEVICE_WORKERS": "1",
     }
     # server_process runs `python <args>`: `-m service serve ...` is the same entry point.
     with server_process(["-m", "service", *command[-3:]], port, env) as (base, _):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from service.engines.ddcolor.engine import DDColorEngine, DDColorLarge, DDColorT
 from service.engines.fast import FastPath, Tolerance
 from service.engines.registry import ENGINE_NAMES, create_engine
 from service.engines.weights import OFFICIAL
+from tests.support.cpu import lacks_native_bf16, needs_native_bf16
+from tests.support.timing import bf16_faster
 
 CPU = torch.device("cpu")
 LIMITS = RenderLimits(default=64, maximum=512)
@@ -162,16 +165,30 @@ def test_fp16_is_refused_with_a_log_line(tiny_dir: Path, caplog: pytest.LogCaptu
     assert "does not run in float16" in caplog.text
 
 
+@needs_native_bf16
 def test_bf16_is_used_where_the_probe_admits_it(tiny_dir: Path, coffee: np.ndarray) -> None:
+    # The speed check is scripted (bf16 twice as fast): what is under test is what follows it.
     generous = Tolerance(mean_ab=1e3, p99_ab=1e3)
-    engine = DDColorTiny(CPU, tiny_dir, FastPath(precision="bf16", tolerance=generous), LIMITS)
+    fast = FastPath(precision="bf16", tolerance=generous, speed_check=bf16_faster())
+    engine = DDColorTiny(CPU, tiny_dir, fast, LIMITS)
     engine.load()
     assert engine.precision == "bf16"
     assert engine.run([ColorizeRequest(coffee[::4, ::4])])[0].shape == coffee[::4, ::4].shape
     strict = Tolerance(mean_ab=0.0, p99_ab=0.0)
-    engine = DDColorTiny(CPU, tiny_dir, FastPath(precision="bf16", tolerance=strict), LIMITS)
+    fast = FastPath(precision="bf16", tolerance=strict, speed_check=bf16_faster())
+    engine = DDColorTiny(CPU, tiny_dir, fast, LIMITS)
     engine.load()
     assert engine.precision == "fp32"
+
+
+@lacks_native_bf16
+def test_bf16_where_the_cpu_emulates_it_is_refused_quickly(tiny_dir: Path) -> None:
+    engine = DDColorTiny(CPU, tiny_dir, FastPath(precision="bf16"), LIMITS)
+    started = time.perf_counter()
+    engine.load()
+    assert time.perf_counter() - started < 30.0
+    assert engine.precision == "fp32"
+    assert engine.precision_reason.startswith("bf16 refused: not faster than fp32 on cpu")
 
 
 # --- memory --------------------------------------------------------------------------------------
