@@ -130,10 +130,7 @@ class FixedInputEngine(NetworkEngine):
         chunk_bytes: int | None = None,
     ) -> list[object]:
         """One forward pass; ab (1,2,256,256) per request, or the joined image on a GPU."""
-        loaded = self.loaded()
-        if loaded is None:
-            raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
-        network, accelerated = loaded
+        network, accelerated = self.loaded()
         if not requests:
             return []
         resized = [

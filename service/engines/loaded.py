@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from service.engines import weights
-from service.engines.base import ColorizeRequest, Engine, InvalidRequest
+from service.engines.base import ColorizeRequest, Engine, EngineNotReady, InvalidRequest
 from service.engines.fast import Accelerated, FastPath, Precision, Probe
 
 logger = logging.getLogger(__name__)
@@ -62,10 +62,10 @@ class NetworkEngine(Engine):
             ", channels_last" if self.fast.channels_last else "",
         )
 
-    def loaded(self) -> tuple[nn.Module, Accelerated] | None:
-        """The network and its fast path, once loaded."""
+    def loaded(self) -> tuple[nn.Module, Accelerated]:
+        """The network and its fast path; EngineNotReady (naming the fix) until loaded."""
         if self._network is None or self._accelerated is None:
-            return None
+            raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
         return self._network, self._accelerated
 
     @property

@@ -42,17 +42,22 @@ def post(client: TestClient, png: bytes) -> int:
     return client.post("/colorize", files={"image": ("a.png", png)}).status_code
 
 
+def post_in_threads(
+    client: TestClient, png: bytes, n: int
+) -> tuple[list[int], list[threading.Thread]]:
+    """Start `n` uploads at once; their statuses land in the list as they finish."""
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(post(client, png))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return results, threads
+
+
 def test_two_lanes_run_two_jobs_at_once(gray_png: bytes) -> None:
     engine = ScriptedEngine(torch.device("cpu"), batchable=False)
     with running_app(engines={"eccv16": engine}, device_workers=2) as (client, _):
         engine.gate.clear()
-        results: list[int] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(post(client, gray_png)))
-            for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
+        results, threads = post_in_threads(client, gray_png, 2)
         try:
             wait_for(lambda: client.get("/v1/status").json()["jobs_running"] == 2)
             wait_for(lambda: len(engine.batches) == 2)
@@ -73,13 +78,7 @@ def test_two_lanes_still_admit_against_one_budget(gray_png: bytes) -> None:
         engines={"eccv16": engine}, manager=manager, device_workers=2, admission_wait_s=30.0
     ) as (client, _):
         engine.gate.clear()
-        results: list[int] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(post(client, gray_png)))
-            for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
+        results, threads = post_in_threads(client, gray_png, 2)
         try:
             wait_for(lambda: client.get("/v1/status").json()["jobs_running"] == 2)
             wait_for(lambda: len(engine.batches) == 1)

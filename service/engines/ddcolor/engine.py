@@ -211,10 +211,7 @@ class DDColorEngine(NetworkEngine):
         chunk_bytes: int | None = None,
     ) -> list[object]:
         """One forward pass; ab (1,2,S,S) per request, or the joined image on a GPU."""
-        loaded = self.loaded()
-        if loaded is None:
-            raise EngineNotReady(self.name, self.not_ready_reason or "not loaded")
-        network, accelerated = loaded
+        network, accelerated = self.loaded()
         if not requests:
             return []
         sizes = {self.render_size(r) for r in requests}
