@@ -111,13 +111,6 @@ class FixedInputEngine(NetworkEngine):
         """Raise InvalidRequest for hints this engine cannot use; by default it takes none."""
         raise InvalidRequest(f"engine {self.name!r} does not take hints")
 
-    @property
-    def _joins_on_host(self) -> bool:
-        # On a CPU device the full-resolution colour join is CPU work like any other: it runs in
-        # the finish pool, so the device thread moves on to the next forward pass. On a GPU the
-        # join is faster on the device and stays in the forward stage.
-        return self.device.type == "cpu"
-
     def prepare(self, request: ColorizeRequest) -> np.ndarray:
         """The photo stretched to the network input (Pillow bicubic), on the CPU."""
         self.validate(request)
@@ -145,7 +138,7 @@ class FixedInputEngine(NetworkEngine):
             # the full-resolution work is the same whatever the fast path did.
             ab = ab.float().contiguous()
             del lightness
-            if self._joins_on_host:
+            if self.joins_on_host:
                 return [ab[i : i + 1].clone() for i in range(len(requests))]
             band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
             return [
@@ -153,39 +146,23 @@ class FixedInputEngine(NetworkEngine):
                 for i, r in enumerate(requests)
             ]
 
-    def finish(
-        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    def join(
+        self, request: ColorizeRequest, ab: torch.Tensor, chunk_bytes: int | None
     ) -> np.ndarray:
-        """Join the photo's own L with the predicted ab (CPU devices); images pass through."""
-        if isinstance(output, np.ndarray):
-            return output
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"{self.name} forward returned {type(output).__name__}")
         band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
-        with torch.inference_mode():
-            return _full_resolution_rgb(request.image, output, band_bytes)
+        return _full_resolution_rgb(request.image, ab, band_bytes)
 
     def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
-        if self._joins_on_host:
+        if self.joins_on_host:
             return batch * self.item_bytes
         return self.estimate(request, batch)
 
     def finish_estimate(self, request: ColorizeRequest) -> int:
         # The whole-image tensors plus one band, which may use what one forward item used.
-        if not self._joins_on_host:
+        if not self.joins_on_host:
             return 0
         w, h = request.size
         return POST_PIXEL_BYTES * w * h + self.item_bytes
-
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
-        """Colorize `requests` in one forward pass; `chunk_bytes` bounds each colour conversion."""
-        for request in requests:
-            self.validate(request)
-        prepared = [self.prepare(r) for r in requests]
-        outputs = self.forward(requests, prepared, chunk_bytes)
-        return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -8,7 +8,8 @@ and report the network the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,6 +62,41 @@ class NetworkEngine(Engine):
             self._accelerated.precision,
             ", channels_last" if self.fast.channels_last else "",
         )
+
+    @property
+    def joins_on_host(self) -> bool:
+        """Whether `forward` leaves the full-resolution colour join to `finish`.
+
+        On a CPU device the join is CPU work like any other: it runs in the finish pool, so the
+        device thread moves on to the next forward pass. On a GPU the join is faster on the
+        device and stays in the forward stage.
+        """
+        return self.device.type == "cpu"
+
+    @abstractmethod
+    def join(
+        self, request: ColorizeRequest, ab: torch.Tensor, chunk_bytes: int | None
+    ) -> np.ndarray:
+        """The photo's own L joined with `ab` from `forward`, as RGB uint8 of the photo's size."""
+
+    def finish(
+        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    ) -> np.ndarray:
+        """Join the photo's own L with the predicted ab (CPU devices); images pass through."""
+        if isinstance(output, np.ndarray):
+            return output
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"{self.name} forward returned {type(output).__name__}")
+        with torch.inference_mode():
+            return self.join(request, output, chunk_bytes)
+
+    def run(
+        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
+    ) -> list[np.ndarray]:
+        """All three stages in this thread (benchmarks, tests): one forward pass for `requests`."""
+        prepared = [self.prepare(r) for r in requests]
+        outputs = self.forward(requests, prepared, chunk_bytes)
+        return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]
 
     def loaded(self) -> tuple[nn.Module, Accelerated]:
         """The network and its fast path; EngineNotReady (naming the fix) until loaded."""

@@ -164,13 +164,13 @@ class DDColorEngine(NetworkEngine):
         )
 
     def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
-        if self._joins_on_host:
+        if self.joins_on_host:
             return memory.forward_bytes(self.variant, self.render_size(request), batch)
         return self.estimate(request, batch)
 
     def finish_estimate(self, request: ColorizeRequest) -> int:
         # The whole-image tensors plus one band, which is at most one forward item's bytes.
-        if not self._joins_on_host:
+        if not self.joins_on_host:
             return 0
         w, h = request.size
         # A band is at least one row, and never more than the whole photo.
@@ -192,12 +192,6 @@ class DDColorEngine(NetworkEngine):
         return item if chunk_bytes is None else min(item, chunk_bytes)
 
     # -- the stages ----------------------------------------------------------------------------
-
-    @property
-    def _joins_on_host(self) -> bool:
-        # As in fixed.py: on a CPU device the join is CPU work for the finish pool, so the device
-        # thread moves on; on a GPU the join is faster on the device and stays in forward.
-        return self.device.type == "cpu"
 
     def prepare(self, request: ColorizeRequest) -> torch.Tensor:
         """The photo resized to the render size as grey RGB (1, 3, S, S), on the CPU."""
@@ -231,31 +225,17 @@ class DDColorEngine(NetworkEngine):
             # float32 and the default layout whatever the fast path did; clamped here so the
             # join (and a bilinear resize of in-range values) never sees ab beyond Lab's range.
             ab = ab.float().contiguous().clamp_(*AB_LIMIT)
-            if self._joins_on_host:
+            if self.joins_on_host:
                 return [ab[i : i + 1].clone() for i in range(len(requests))]
             return [
                 banded_join(r.image, ab[i : i + 1], self._band_bytes(r, chunk_bytes))
                 for i, r in enumerate(requests)
             ]
 
-    def finish(
-        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    def join(
+        self, request: ColorizeRequest, ab: torch.Tensor, chunk_bytes: int | None
     ) -> np.ndarray:
-        """Join the photo's own L with the predicted ab (CPU devices); images pass through."""
-        if isinstance(output, np.ndarray):
-            return output
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"{self.name} forward returned {type(output).__name__}")
-        with torch.inference_mode():
-            return banded_join(request.image, output, self._band_bytes(request, chunk_bytes))
-
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
-        """Colorize `requests` (one render size) in one forward pass."""
-        prepared = [self.prepare(r) for r in requests]
-        outputs = self.forward(requests, prepared, chunk_bytes)
-        return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]
+        return banded_join(request.image, ab, self._band_bytes(request, chunk_bytes))
 
 
 def banded_join(image: np.ndarray, ab: torch.Tensor, band_bytes: int) -> np.ndarray:
