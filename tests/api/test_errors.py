@@ -234,7 +234,8 @@ def test_weights_not_installed_is_503_with_the_fix(tmp_path: object, gray_png: b
     with running_app(engines={"eccv16": engine}) as (client, _):
         r = client.post("/colorize", files={"image": ("a.png", gray_png)})
         assert r.status_code == 503
-        assert "fetch-weights" in r.json()["detail"] and "retry-after" in r.headers
+        # Nothing fetches the weights: a client that obeys Retry-After must not loop forever.
+        assert "fetch-weights" in r.json()["detail"] and "retry-after" not in r.headers
         models = client.get("/v1/models").json()
         assert models[0]["ready"] is False and "fetch-weights" in models[0]["reason"]
         assert client.get("/readyz").status_code == 503
@@ -280,14 +281,14 @@ def test_api_key_is_checked_on_every_upload_path(gray_png: bytes, headers: dict[
 
 def test_api_key_is_checked_before_the_body_is_read() -> None:
     settings = Settings(api_key="secret")  # type: ignore[arg-type]
-    from service.api.guard import Guard
+    from service.api.middleware.auth import ApiKey
 
     reads = []
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         reads.append(await receive())
 
-    guard = Guard(app, max_body_bytes=10, api_key="secret")
+    guard = ApiKey(app, api_key="secret")
     sent: list[dict[str, object]] = []
 
     async def receive():  # type: ignore[no-untyped-def]

@@ -32,8 +32,10 @@ def test_every_outcome_has_one_answer() -> None:
     assert set(ANSWERS) == set(Outcome)
     for outcome, answer in ANSWERS.items():
         assert 200 <= answer.status < 600 and answer.error, outcome
-        if answer.status == 503:
+        if answer.status == 503 and outcome is not Outcome.NOT_READY:
             assert answer.retry_after, f"{outcome} must say when to come back"
+    # Weights do not appear by waiting: a client that obeys Retry-After must not loop forever.
+    assert ANSWERS[Outcome.NOT_READY].retry_after is None
 
 
 def counted(client: TestClient) -> dict[str, float]:

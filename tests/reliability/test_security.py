@@ -25,7 +25,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.api import guard
+from service.api.middleware import auth
 from service.api.app import create_app
 from service.engines.base import ColorizeRequest
 from service.settings import Settings
@@ -167,7 +167,7 @@ def test_the_key_is_compared_in_constant_time(
     for token in tokens:
         keyed.get("/v1/status", headers=bearer(token))
     assert calls == [(t.encode(), KEY.encode()) for t in tokens]
-    source = inspect.getsource(guard.Guard._authorized)
+    source = inspect.getsource(auth.ApiKey._authorized)
     assert "hmac.compare_digest(" in source
     assert "== self.api_key" not in source and "self.api_key ==" not in source
 
