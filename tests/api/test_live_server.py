@@ -18,7 +18,8 @@ from PIL import Image
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import decode, running_app, scripted_engines
+from tests.support.apps import running_app, scripted_engines
+from tests.support.images import decode
 from tests.support.live import free_port, serve_in_thread, server_process, wait_for
 from tests.support.tools import needs
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA_DIR
+from tests.support.images import DATA_DIR
 from tests.support.weights_server import make_weights_dir
 
 FETCH_MISSING = "COLORIZE_FETCH_MISSING"

@@ -21,7 +21,7 @@ from service.engines.base import ColorizeRequest, Hint, InvalidRequest
 from service.engines.exemplar import ExemplarEngine
 from service.engines.registry import create_engine
 from service.memory import MemoryManager
-from tests.conftest import photo
+from tests.support.images import photo
 from tests.support.memory import LiveTensorBytes
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exemplar.md"

@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from service.memory.backends import CpuBackend
-from tests.api.conftest import decode, running_app
 from tests.reliability.corpus import (
     CONTENT_TYPE,
     FIELD_BUGS,
@@ -35,7 +34,9 @@ from tests.reliability.corpus import (
     references,
     truncated_multipart,
 )
+from tests.support.apps import running_app
 from tests.support.held import wait_until_idle
+from tests.support.images import decode
 
 MiB = 1 << 20
 PEAK_ALLOWANCE = 48 * MiB
@@ -190,7 +191,7 @@ def test_references_grayscale_in_every_disguise_and_broken_ones(
 
 
 def _bodies() -> list[Body]:
-    from tests.conftest import photo, png_bytes
+    from tests.support.images import photo, png_bytes
 
     return multipart_bodies(png_bytes(photo("astronaut.png")[::4, ::4]))
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
+from tests.support.apps import scripted_engines
 from tests.support.live import serve_in_thread
 
 MAX_EXAMPLES = 40

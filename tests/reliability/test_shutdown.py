@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import decode
 from tests.reliability.live import server_process
+from tests.support.images import decode
 
 GRACE_S = 10.0
 QUEUE = 4

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from service.settings import Settings
-from tests.conftest import DATA_DIR
+from tests.support.images import DATA_DIR
 
 Check = Callable[[np.ndarray], None]
 """Asserts something about an RGB uint8 (H, W, 3) result; raises AssertionError if it fails."""

@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.memory import CudaBackend, MemoryManager
-from tests.api.conftest import running_app
+from tests.support.apps import running_app
 from tests.support.engines import KillWorker, ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
 from tests.support.live import wait_for
