@@ -34,7 +34,7 @@ from tests.deploy.conftest import (
 )
 from tests.deploy.dockerfile import instructions, read
 from tests.deploy.promql import metric_names, sample_names
-from tests.support.live import free_port
+from tests.support.servers import free_port
 
 JOBS = 3
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from service.settings import Settings
 from tests.reliability.corpus import MAX_UPLOAD
 from tests.support.apps import scripted_engines
 from tests.support.held import wait_until_idle
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 
 @dataclass

@@ -34,7 +34,7 @@ from service.worker import jobs
 from tests.support.apps import running_app, scripted_engines
 from tests.support.engines import ScriptedEngine
 from tests.support.images import decode
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 KEY = "sk-reliability-5b1e0c7d9a3f4e2b8c6d"
 """Distinctive enough that any appearance in a log line is this key."""

@@ -17,7 +17,7 @@ from service.api.app import create_app
 from service.settings import Settings
 from tests.support.apps import scripted_engines
 from tests.support.engines import ScriptedEngine
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.tools import needs
 from tests.web.browser import (
     CHROMIUM,
