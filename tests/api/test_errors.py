@@ -17,10 +17,11 @@ from service.engines.fast import FastPath, SpeedCheck
 from service.engines.siggraph17 import Siggraph17Engine
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
-from tests.api.conftest import decode, running_app
+from tests.support.apps import running_app
 from tests.support.bad_inputs import LONG_TEXT_FIELD, Case, cases
 from tests.support.engines import ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
+from tests.support.images import decode
 from tests.support.timing import ScriptedTimer
 
 MAX_PIXELS = 4_000_000

@@ -16,8 +16,8 @@ import torch
 from service.api.app import create_app
 from service.api.http11 import LINGER_S
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
-from tests.support.live import serve_in_thread
+from tests.support.apps import scripted_engines
+from tests.support.servers import serve_in_thread
 
 LONG_HINTS = "%3A" * 65_000
 """A 195 kB query string: what schema fuzzing sent when it found the reset."""

@@ -7,8 +7,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import decode, running_app
+from tests.support.apps import running_app
 from tests.support.engines import ScriptedEngine
+from tests.support.images import decode
 
 
 def wait_state(client: TestClient, url: str, states: set[str], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]

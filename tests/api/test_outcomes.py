@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from service.api.outcomes import ANSWERS
 from service.memory import CudaBackend, MemoryManager
 from service.outcomes import Outcome
-from tests.api.conftest import running_app
+from tests.support.apps import running_app
 from tests.support.engines import ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
-from tests.support.live import wait_for
+from tests.support.waiting import wait_for
 
 JOBS = re.compile(r'^colorize_jobs_total\{model="(\w+)",outcome="(\w+)"\} (\S+)$', re.M)
 

@@ -23,9 +23,10 @@ from service.engines.base import ColorizeRequest, EngineNotReady, InvalidRequest
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.weights import save_random_checkpoint, weights_path
 from service.settings import Settings
-from tests.api.conftest import decode, running_app
+from tests.support.apps import running_app
 from tests.support.engines import KillWorker, ScriptedEngine
 from tests.support.held import wait_until_idle
+from tests.support.images import decode
 
 FINAL = {"done", "failed", "cancelled"}
 

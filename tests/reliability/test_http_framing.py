@@ -21,10 +21,10 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
 from tests.reliability.corpus import MAX_UPLOAD
+from tests.support.apps import scripted_engines
 from tests.support.held import wait_until_idle
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 
 @dataclass

@@ -31,9 +31,10 @@ from service.engines.base import ColorizeRequest
 from service.settings import Settings
 from service.web import STATIC_DIR
 from service.worker import jobs
-from tests.api.conftest import decode, running_app, scripted_engines
+from tests.support.apps import running_app, scripted_engines
 from tests.support.engines import ScriptedEngine
-from tests.support.live import serve_in_thread
+from tests.support.images import decode
+from tests.support.servers import serve_in_thread
 
 KEY = "sk-reliability-5b1e0c7d9a3f4e2b8c6d"
 """Distinctive enough that any appearance in a log line is this key."""
