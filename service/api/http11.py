@@ -146,6 +146,9 @@ class RefusingH11Protocol(H11Protocol):
             self._head_timer = None
         self._served += 1
         if self._served >= self.max_requests:
+            # uvicorn adds `Connection: close` to the answer when the request carries it: the
+            # client must learn before it reuses the socket, or its next request meets a reset.
+            self.headers.append((b"connection", b"close"))  # the list the scope holds
             self.cycle.keep_alive = False
 
     def _checked_head(self, data: bytes) -> bool:

@@ -16,9 +16,6 @@ from service.outcomes import Failure, Outcome
 OutputFormat = Literal["png", "jpeg", "webp"]
 MAX_TEXT_FIELD = 65536
 """Longest text option (hints): past it the request is malformed, not a job to judge."""
-COORDINATE_LIMIT = 2**31 - 1
-"""Hints beyond this are refused as malformed without echoing them (a 4,000-digit number is
-nobody's pixel)."""
 
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 HINTS_DOC = (
@@ -115,8 +112,6 @@ def _hint(index: int, item: object) -> Hint | Failure:
     x, y, color = item["x"], item["y"], item["color"]
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y)):
         return _bad(f"{where}: x and y must be integers")
-    if not all(-COORDINATE_LIMIT <= v <= COORDINATE_LIMIT for v in (x, y)):
-        return _bad(f"{where}: x and y must be pixel coordinates (at most {COORDINATE_LIMIT})")
     rgb: tuple[int, int, int]
     if isinstance(color, str) and len(color) == 7 and color.startswith("#"):
         # int(..., 16) alone would accept "+1" or " f": the pattern admits hex digits only.

@@ -64,13 +64,18 @@ class PreparePool:
             self.queue.prepared(job, failure is None)
             if failure is not None:
                 job.fail(failure.outcome, failure.detail, failure.retry_after)
-            elif self.queue.take_ready_head(job):
-                # Nothing else waits and a device slot is free: waking a lane, then a finish
-                # thread, would only add their wake-ups to this job's latency.
+            elif self._alone(job) and self.queue.take_ready_head(job):
+                # Nothing else waits, no batch could form and a device slot is free: waking a
+                # lane, then a finish thread, would only add their wake-ups to its latency.
                 try:
                     self.device.run([job], inline_finish=True)
                 except BaseException:
                     return  # the device stage died and said so; this thread ends with it
+
+    def _alone(self, job: Job) -> bool:
+        """Whether `job` can only ever run as a batch of one (so no batch is worth waiting for)."""
+        engine = self.engines.get(job.model)
+        return self.device.batch_max_size == 1 or engine is None or not engine.batchable
 
     def _prepare(self, job: Job, started: float) -> Failure | None:
         engine = self.engines.get(job.model)

@@ -1,8 +1,8 @@
 """The request body: under the byte limit, held in host memory only as it arrives, and ended
 when it stalls or trickles.
 
-A body is reserved from the host budget step by step as its bytes arrive, never for the length
-it declares: sixty idle uploads that declare 25 MiB hold a step each, not 1.5 GB. Bodies in
+A body is reserved from the host budget as its bytes arrive, never for the length it declares:
+sixty idle uploads that declare 25 MiB and send 4 bytes hold 240 bytes, not 1.5 GB. Bodies in
 flight may hold at most COLORIZE_BODY_MEMORY_SHARE of the host budget, one client at most
 COLORIZE_CLIENT_BODY_SHARE, so the rest stays for the jobs. A body with no bytes for
 COLORIZE_BODY_IDLE_TIMEOUT_S, or slower than COLORIZE_BODY_MIN_RATE_BYTES_S after its grace
@@ -26,10 +26,6 @@ from service.api.outcomes import answer
 from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.outcomes import Outcome
 from service.settings import Settings
-
-STEP_BYTES = 256 * 1024
-"""A body's reservation grows by this much at a time as its bytes arrive."""
-
 
 class BodyRefused(HTTPException):
     """Raised from `receive` mid-body (FastAPI re-raises it); answered from the outcome table."""
@@ -180,16 +176,14 @@ class _Body:
             )
 
     def _hold(self) -> None:
-        """Reserve host memory for the bytes that arrived, a step at a time."""
+        """Reserve host memory for the bytes that arrived."""
         if self.host is None or self.lease is None:
             return
         held = self.lease.body
         have = 0 if held is None else held.nbytes
-        if self.seen <= have:
+        step = self.seen - have
+        if step <= 0:
             return
-        step = max(STEP_BYTES, self.seen - have)
-        step = min(step, self.settings.max_upload_bytes - have)
-        step = max(step, self.seen - have)
         budget = self.host.job_budget()
         if step > self.limits.room(self.client, budget):
             self.settle()
