@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
+from service.api import access_log
 from service.api.errors import install_handlers
 from service.api.http11 import AcceptErrors
 from service.api.metrics import Metrics
@@ -64,6 +65,7 @@ def create_app(
     """The service. Tests may pass their own engines (fault injection), manager (fake device)
     or host manager."""
     settings = settings or load_settings()
+    access_log.install()  # wherever the app is served, its access log keeps no secrets
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

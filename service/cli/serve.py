@@ -10,7 +10,6 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from service.api import access_log
 from service.api.app import create_app
 from service.api.http11 import RefusingH11Protocol, protocol_for
 from service.device import resolve_device
@@ -84,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.captureWarnings(True)  # Pillow's warnings about odd files belong in the log
-    access_log.install()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

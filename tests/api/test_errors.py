@@ -325,3 +325,24 @@ def test_the_server_never_fetches_a_url_it_is_given(client: TestClient) -> None:
         socket.socket.connect = original  # type: ignore[method-assign]
     assert r.status_code in (415, 422)
     assert connects == []
+
+
+def test_readyz_is_red_while_the_default_model_is_not_ready(gray_png: bytes) -> None:
+    # Every request that names no model would get 503: the replica must leave the Service.
+    with running_app() as (client, engines):
+        assert client.get("/readyz").status_code == 200
+        engines["eccv16"].loaded = False  # type: ignore[attr-defined]
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert any("COLORIZE_DEFAULT_MODEL" in reason for reason in r.json()["reasons"])
+        named = client.post(
+            "/colorize", files={"image": ("a.png", gray_png)}, data={"model": "siggraph17"}
+        )
+        assert named.status_code == 200  # the other engines still serve who names them
+
+
+def test_an_unknown_model_in_a_request_is_422_and_in_a_path_404(gray_png: bytes) -> None:
+    with running_app() as (client, _):
+        r = client.post("/colorize", files={"image": ("a.png", gray_png)}, data={"model": "nope"})
+        assert r.status_code == 422 and r.json()["error"] == "unknown_model"
+        assert client.get("/v1/models/nope").status_code == 404
