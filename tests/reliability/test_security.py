@@ -25,8 +25,8 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.api.middleware import auth
 from service.api.app import create_app
+from service.api.middleware import auth
 from service.engines.base import ColorizeRequest
 from service.settings import Settings
 from service.web import STATIC_DIR

@@ -27,6 +27,7 @@ from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.outcomes import Outcome
 from service.settings import Settings
 
+
 class BodyRefused(HTTPException):
     """Raised from `receive` mid-body (FastAPI re-raises it); answered from the outcome table."""
 
