@@ -78,6 +78,6 @@ class FinishPool:
                 job.fail(outcome.outcome, outcome.detail, outcome.retry_after)
         finally:
             self.queue.finishing(-1)
-            self.stats.add_busy("finish", time.monotonic() - started)
+            self.stats.add_busy("finish", started)
             if slot:
                 self._slots.release()

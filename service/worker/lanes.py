@@ -140,8 +140,7 @@ class DeviceStage:
         finally:
             self.queue.off_device(batch)
             self._after_batch()
-            elapsed = time.monotonic() - started
-            self.stats.add_busy("device", elapsed)
+            elapsed = self.stats.add_busy("device", started)
             # A plain float store: a lost update between two lanes only skews an estimate.
             self.batch_seconds = (
                 0.8 * self.batch_seconds + 0.2 * elapsed if self.batch_seconds else elapsed

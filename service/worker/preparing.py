@@ -60,7 +60,7 @@ class PreparePool:
                 return
             started = time.monotonic()
             failure = self._prepare(job, started)
-            self.stats.add_busy("prepare", time.monotonic() - started)
+            self.stats.add_busy("prepare", started)
             self.queue.prepared(job, failure is None)
             if failure is not None:
                 job.fail(failure.outcome, failure.detail, failure.retry_after)

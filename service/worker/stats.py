@@ -4,6 +4,7 @@ time per stage. Every write takes the lock: two device lanes and the finish pool
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,10 +42,14 @@ class PipelineStats:
         with self._lock:
             self._oom_events[model] += 1
 
-    def add_busy(self, stage: str, seconds: float) -> None:
-        # A read-modify-write: without the lock two lanes ending together lose one's time.
+    def add_busy(self, stage: str, since: float) -> float:
+        """Add the time from `since` (time.monotonic()) to now to `stage`; the seconds added."""
+        # A read-modify-write around a clock read: without the lock, lanes ending together
+        # lost each other's time (half of it with eight writers).
         with self._lock:
+            seconds = time.monotonic() - since
             self._busy[stage] = self._busy.get(stage, 0.0) + seconds
+        return seconds
 
     @property
     def jobs(self) -> dict[tuple[str, str], int]:
