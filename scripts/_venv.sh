@@ -4,6 +4,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${COLORIZE_VENV:-$root/.venv}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
+# One build at a time: two scripts started together on a fresh clone would both run pip into
+# the same .venv (pip fails on the other's temporary files). The second waits, then reuses it.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$venv.lock"
+    flock 9
+fi
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
@@ -15,6 +21,10 @@ if [ ! -f "$stamp" ]; then
     "$venv/bin/python" -m pip install -q -e "$root[dev]"
     rm -f "$venv"/.installed-*
     touch "$stamp"
+fi
+if command -v flock >/dev/null 2>&1; then
+    flock -u 9
+    exec 9>&-
 fi
 export PATH="$venv/bin:$PATH"
 cd "$root"

@@ -1,0 +1,137 @@
+"""One client, one job at a time: what the service's stages add to a job's latency.
+
+Run: `python -m bench.lone_job [--models eccv16 ddcolor-tiny] [--sizes 256 512 2048]
+[--runs 9] [--out bench/results/<machine>/lone_job.json]`.
+
+The baseline is the same engine run in this process on one thread, the way a script would:
+decode the PNG, `engine.run` (prepare, forward, colour join), encode the PNG. The service is
+`colorize-service serve` on loopback with the same generated checkpoint, sent the same bytes by
+one client over a kept-alive connection, so its figure includes HTTP, multipart parsing,
+admission, every stage's hand-over and the answer. The two alternate run by run (A B A B...) and
+the ratio is taken pair by pair, so a machine that drifts moves both; the median ratio is the
+figure, and the target is within 5 % (ratio <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from bench.inputs import square
+from bench.servers import make_weights, running
+from service.engines.base import ColorizeRequest
+from service.engines.registry import create_engine
+from service.imaging.decode import decode_image
+from service.imaging.encode import encode_image
+from service.settings import INPUT_FORMATS
+
+TARGET = 1.05
+
+
+def in_process(engine: Any, data: bytes) -> float:
+    """Seconds for decode, run and encode of one photo in this thread."""
+    started = time.perf_counter()
+    image = decode_image(data, allowed_formats=INPUT_FORMATS, max_pixels=178_956_970)
+    (rgb,) = engine.run([ColorizeRequest(image)])
+    encode_image(rgb, "png")
+    return time.perf_counter() - started
+
+
+def through_service(client: httpx.Client, base: str, model: str, data: bytes) -> float:
+    started = time.perf_counter()
+    r = client.post(
+        f"{base}/colorize", files={"image": ("photo.png", data, "image/png")}, data={"model": model}
+    )
+    elapsed = time.perf_counter() - started
+    if r.status_code != 200:
+        raise RuntimeError(f"{model}: {r.status_code} {r.text[:300]}")
+    return elapsed
+
+
+def measure(models: list[str], sizes: list[int], runs: int) -> list[dict[str, Any]]:
+    device = torch.device("cpu")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="colorize-lone-") as tmp:
+        weights_dir = make_weights(Path(tmp), models)
+        env = {"COLORIZE_LOG_LEVEL": "warning", "COLORIZE_HOST_MEMORY_BYTES": str(8 << 30)}
+        with running([("ours", "ours", weights_dir, env)], "cpu") as servers, httpx.Client(
+            timeout=300
+        ) as client:
+            base = servers["ours"].base
+            for model in models:
+                engine = create_engine(model, device, weights_dir)
+                engine.load()
+                for size in sizes:
+                    data = square(size).image
+                    for _ in range(2):  # warm-up: first calls allocate and tune
+                        in_process(engine, data)
+                        through_service(client, base, model, data)
+                    ours, bare = [], []
+                    for _ in range(runs):
+                        bare.append(in_process(engine, data))
+                        ours.append(through_service(client, base, model, data))
+                    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+                    row = {
+                        "model": model,
+                        "size": size,
+                        "runs": runs,
+                        "in_process_s": statistics.median(bare),
+                        "service_s": statistics.median(ours),
+                        "ratio_median": statistics.median(ratios),
+                        "ratio_min": min(ratios),
+                        "ratio_max": max(ratios),
+                    }
+                    rows.append(row)
+                    print(
+                        f"{model:13} {size:5} px  in-process {row['in_process_s'] * 1000:8.1f} ms"
+                        f"  service {row['service_s'] * 1000:8.1f} ms  ratio "
+                        f"{row['ratio_median']:.3f} ({row['ratio_min']:.3f}-"
+                        f"{row['ratio_max']:.3f})",
+                        flush=True,
+                    )
+                del engine
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table for docs/performance.md."""
+    lines = [
+        "| engine | size | in-process (median) | through the service (median) | ratio (median, min-max) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        mark = "" if r["ratio_median"] <= TARGET else " (over 1.05)"
+        lines.append(
+            f"| {r['model']} | {r['size']} px | {r['in_process_s'] * 1000:.0f} ms | "
+            f"{r['service_s'] * 1000:.0f} ms | {r['ratio_median']:.3f} "
+            f"({r['ratio_min']:.3f}-{r['ratio_max']:.3f}){mark} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["eccv16", "ddcolor-tiny"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 2048])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    np.random.seed(0)
+    rows = measure(args.models, args.sizes, args.runs)
+    print(table(rows))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
