@@ -4,8 +4,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 # One BLAS thread per process: the suite runs servers beside the runner, and on a two-core
 # machine their thread pools otherwise spin against each other (suites ran 3-10x slower).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-ruff check service tests bench
-ruff format --check service tests bench
+ruff check service tests bench devkit
+ruff format --check service tests bench devkit
 mypy
 "$root/scripts/audit.sh"
 python -m pytest "$@"

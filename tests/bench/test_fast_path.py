@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from bench.fastpath import forward_of, photos_lightness
+from devkit.checkpoints import make_random_network
 from service.engines.fast import (
     TOLERANCE,
     FastPath,
@@ -35,7 +36,6 @@ from service.engines.fast import (
     precision_error,
     probe_lightness,
 )
-from service.engines.weights import make_random_network
 from tests.support.cpu import lacks_native_bf16, needs_native_bf16
 from tests.support.timing import ScriptedTimer, bf16_faster
 

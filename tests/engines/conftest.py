@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.ddcolor_checkpoints import load_network, save_random_checkpoint
 from service.engines.base import ColorizeRequest
-from service.engines.ddcolor.checkpoint import load_network, save_random_checkpoint
 from service.engines.ddcolor.network import DDColor
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.fixed import FixedInputEngine

@@ -19,9 +19,10 @@ import torch
 from fastapi.testclient import TestClient
 
 import service.api.app as app_module
+from devkit.checkpoints import save_random_checkpoint
 from service.engines.base import ColorizeRequest, EngineNotReady, InvalidRequest
 from service.engines.eccv16 import Eccv16Engine
-from service.engines.weights import save_random_checkpoint, weights_path
+from service.engines.weights import weights_path
 from service.settings import Settings
 from tests.api.conftest import decode, running_app
 from tests.support.engines import KillWorker, ScriptedEngine

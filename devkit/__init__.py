@@ -1,0 +1,1 @@
+"""What tests and benchmarks share: generated checkpoints and measuring tools (never shipped)."""
