@@ -13,8 +13,9 @@ from devkit.checkpoints import save_random_checkpoint
 from service.engines.base import Engine
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.exemplar import ExemplarEngine
-from service.engines.fast import FastPath, SpeedCheck
+from service.engines.fast import FastPath
 from service.engines.siggraph17 import Siggraph17Engine
+from service.engines.speed import SpeedCheck
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
 from tests.api.conftest import decode, running_app
