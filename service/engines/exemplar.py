@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.engines.base import ColorizeRequest, Engine, InvalidRequest, MemoryModel
+from service.engines.base import ColorizeRequest, Engine, MemoryModel
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
 
 
@@ -98,6 +98,7 @@ class ExemplarEngine(Engine):
     name = "exemplar"
     batchable = False
     needs_weights = False
+    takes_reference = True
 
     def __init__(self, device: torch.device, options: TransferOptions = SOFT_MATCH) -> None:
         super().__init__(device)
@@ -120,17 +121,17 @@ class ExemplarEngine(Engine):
     def ready(self) -> bool:
         return True
 
-    def validate(self, request: ColorizeRequest) -> None:
-        super().validate(request)
-        if request.reference is None:
-            raise InvalidRequest("the exemplar engine needs a reference image")
-
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
+        """Each request's whole transfer in turn, on the device: the outputs are final images,
+        so `prepare` and `finish` have nothing to do (no network input, no separate join)."""
         budget = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         buffers = budget - min(HEADROOM_BYTES, budget // 8)
-        results = []
+        results: list[object] = []
         for request in requests:
             self.validate(request)
             assert request.reference is not None  # validate() checked it
