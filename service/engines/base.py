@@ -135,7 +135,7 @@ class Engine(ABC):
     """
 
     name: str
-    """Registry name, which requests and settings use."""
+    """Its name in the catalog (service/engines/catalog.py), which requests and settings use."""
     batchable: bool = False
     """True when several requests can share one forward pass (a network with a square input)."""
     needs_weights: bool = True
