@@ -8,7 +8,7 @@ kernel set-up are one-off, not per job), then
 
 - RSS: `MemoryManager.measure()` around one `run`, the peak resident-set growth the kernel saw
   (what the service's own `colorize_memory_peak_to_estimate_ratio` is made of on a CPU);
-- tensors: the same `run` under tests/support/memory.py's `LiveTensorBytes`, the largest
+- tensors: the same `run` under devkit/tensor_memory.py's `LiveTensorBytes`, the largest
   total of live tensor storages, which is what `torch.cuda.max_memory_allocated` counts on a GPU
   (minus convolution workspaces). tests/bench/test_memory_estimates.py checks the real CUDA peak.
 
@@ -40,7 +40,7 @@ from bench import inputs
 from service.engines.base import ColorizeRequest
 from service.engines.registry import create_engine
 from service.memory import MemoryManager
-from tests.support.memory import LiveTensorBytes
+from devkit.tensor_memory import LiveTensorBytes
 
 model, side, ref_side = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
 weights_dir = Path(sys.argv[3])

@@ -1,4 +1,5 @@
-"""What happened to a job, in the service's own words; only the API turns these into statuses."""
+"""What happened to a job or an upload, in the service's own words; only the API turns these
+into statuses (service/api/outcomes.py), and the same words label `colorize_jobs_total`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ class Outcome(str, Enum):
 
     DONE = "done"
     CANCELLED = "cancelled"
-    """The client left, or deleted the queued job."""
+    """The client left (at any stage, sending included), or deleted the queued job."""
     TIMEOUT = "timeout"
     """Queue wait plus compute passed COLORIZE_JOB_TIMEOUT_S."""
     OOM = "oom"
@@ -37,6 +38,21 @@ class Outcome(str, Enum):
     QUEUE_FULL = "queue_full"
     SHUTDOWN = "shutdown"
     WORKER_DEAD = "worker_dead"
+    UNKNOWN_MODEL = "unknown_model"
+    """The request names an engine that does not exist."""
+    BAD_REQUEST = "bad_request"
+    """The body cannot be parsed (broken multipart, a truncated form)."""
+    BAD_FIELD = "bad_field"
+    """A field or parameter is present but malformed (quality out of range, given twice...)."""
+    BAD_HINTS = "bad_hints"
+    MISSING_FIELD = "missing_field"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    """Neither a form nor a raw image body."""
+    UNAUTHORIZED = "unauthorized"
+    BODY_TOO_LARGE = "body_too_large"
+    """The request body is over COLORIZE_MAX_UPLOAD_BYTES."""
+    BODY_TIMEOUT = "body_timeout"
+    """The body stalled, or arrived slower than COLORIZE_BODY_MIN_RATE_BYTES_S."""
 
 
 @dataclass(frozen=True)

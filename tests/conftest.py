@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-DATA_DIR = Path(__import__("skimage").__file__).parent / "data"
+from tests.support.images import photo, png_bytes
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -21,12 +19,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
-
-
-def photo(name: str) -> np.ndarray:
-    """A bundled scikit-image photo as RGB uint8."""
-    with Image.open(DATA_DIR / name) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +55,6 @@ def one_device_lane() -> Iterator[None]:
 @pytest.fixture
 def cpu() -> torch.device:
     return torch.device("cpu")
-
-
-def png_bytes(rgb: np.ndarray, mode: str = "L") -> bytes:
-    """Encode RGB uint8 as PNG, converted to `mode` (grayscale by default)."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).convert(mode).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")

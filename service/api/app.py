@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -10,10 +11,17 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
+from service.api import access_log
 from service.api.errors import install_handlers
-from service.api.guard import Guard
+from service.api.http11 import AcceptErrors
 from service.api.metrics import Metrics
-from service.api.routes import HTTP_LAYER_ERRORS, router
+from service.api.middleware.auth import ApiKey
+from service.api.middleware.body import BodyLimit
+from service.api.middleware.head import HeadAsGet
+from service.api.middleware.headers import SecurityHeaders
+from service.api.middleware.leases import RequestLeases
+from service.api.routes import router
+from service.api.routes.docs import HTTP_LAYER_ERRORS
 from service.api.state import ServiceState
 from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
@@ -58,6 +66,7 @@ def create_app(
     """The service. Tests may pass their own engines (fault injection), manager (fake device)
     or host manager."""
     settings = settings or load_settings()
+    access_log.install()  # wherever the app is served, its access log keeps no secrets
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +85,8 @@ def create_app(
         store = JobStore(settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept)
         app.state.svc = ServiceState(settings, mm, loaded, worker, store, metrics, hm)
         worker.start()
+        # At the descriptor limit every failed accept logs a traceback: report it, rate-limited.
+        asyncio.get_running_loop().set_exception_handler(AcceptErrors())
         snap = mm.snapshot()
         log.info(
             "device %s; engines %s; memory %d/%d bytes used, limit %d (threshold %.2f), "
@@ -107,10 +118,14 @@ def create_app(
     install_handlers(app)
     app.include_router(router)
     mount_web(app)
+    # Added innermost first: requests meet them in the reverse order.
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(
-        Guard,
-        max_body_bytes=settings.max_upload_bytes,
+        ApiKey,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         protect_metrics=settings.protect_metrics,
     )
+    app.add_middleware(RequestLeases)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     return app

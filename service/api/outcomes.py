@@ -1,4 +1,8 @@
-"""The one table that turns an outcome into what the client is told: status, error code, wait."""
+"""The one table that turns an outcome into what the client is told: status, error code, wait.
+
+Every error the API answers goes through it (service/api/errors.py), so a status, its error code
+and the outcome counted in `colorize_jobs_total` can never disagree.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ class Answer:
     status: int
     error: str
     retry_after: int | None = None
-    """Default Retry-After seconds where the cause is passing (a failure may name its own)."""
+    """Default Retry-After seconds where the cause passes by itself (a failure may name its
+    own); None where waiting cannot help, so a client that obeys Retry-After never loops."""
 
 
 ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
@@ -34,10 +39,21 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.IMAGE_TOO_LARGE: Answer(413, "image_too_large"),
         Outcome.TOO_LARGE: Answer(413, "too_large_for_memory"),
         Outcome.MEMORY_BUSY: Answer(503, "memory_busy", 2),
-        Outcome.NOT_READY: Answer(503, "model_not_ready", 30),
+        # Weights do not appear by waiting: no Retry-After unless a download is under way
+        # (the failure then names its own wait).
+        Outcome.NOT_READY: Answer(503, "model_not_ready"),
         Outcome.QUEUE_FULL: Answer(503, "queue_full", 1),
         Outcome.SHUTDOWN: Answer(503, "shutting_down", 5),
         Outcome.WORKER_DEAD: Answer(503, "worker_dead", 5),
+        Outcome.UNKNOWN_MODEL: Answer(422, "unknown_model"),
+        Outcome.BAD_REQUEST: Answer(400, "bad_request"),
+        Outcome.BAD_FIELD: Answer(400, "bad_field"),
+        Outcome.BAD_HINTS: Answer(400, "bad_hints"),
+        Outcome.MISSING_FIELD: Answer(422, "missing_field"),
+        Outcome.UNSUPPORTED_MEDIA_TYPE: Answer(415, "unsupported_media_type"),
+        Outcome.UNAUTHORIZED: Answer(401, "unauthorized"),
+        Outcome.BODY_TOO_LARGE: Answer(413, "body_too_large"),
+        Outcome.BODY_TIMEOUT: Answer(408, "body_timeout"),
     }
 )
 """Every outcome's answer (a test checks that none is missing)."""
@@ -45,3 +61,19 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
 
 def answer(outcome: Outcome) -> Answer:
     return ANSWERS[outcome]
+
+
+HTTP_ERRORS: Mapping[int, str] = MappingProxyType(
+    {
+        400: "bad_request",
+        401: "unauthorized",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "too_large",
+        415: "unsupported_media_type",
+        422: "unprocessable",
+        503: "unavailable",
+    }
+)
+"""Codes of the answers no outcome stands behind (a path or method that does not exist)."""

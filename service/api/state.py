@@ -12,7 +12,9 @@ from service.api.metrics import Metrics
 from service.engines.base import Engine
 from service.memory import MemoryManager
 from service.settings import Settings
+from service.worker.admission import Budgets
 from service.worker.jobs import JobStore
+from service.worker.stats import PipelineStats
 from service.worker.worker import Worker
 
 
@@ -26,6 +28,14 @@ class ServiceState:
     metrics: Metrics
     host: MemoryManager
     """Host memory (the device's manager itself on a CPU device)."""
+
+    @property
+    def stats(self) -> PipelineStats:
+        return self.worker.stats
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(device=self.manager, host=self.host)
 
 
 def get_state(request: Request) -> ServiceState:

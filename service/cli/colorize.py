@@ -1,7 +1,9 @@
 """`colorize-service colorize`: colour image files and folders on this machine, in one process.
 
-Memory is handled exactly as the service handles it: each image reserves its engine's estimate
-from a MemoryManager before it runs, and the allocator cache is emptied after it.
+Each file goes the service's way: admitted by the same function as an upload to the API
+(service/worker/admission.py: headers, pixel limit, engine rules, the device's and the host's
+budgets), then through the same staged pipeline (service/worker/worker.py), a bounded number
+in flight at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from service.device import resolve_device
 from service.engines.base import (
     ColorizeRequest,
     Engine,
-    EngineError,
     EngineNotReady,
     InvalidRequest,
 )
@@ -34,13 +35,13 @@ from service.engines.registry import create_engine, engine_class, render_limits
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
 from service.imaging.errors import ImageError
-from service.memory import AdmissionError, MemoryManager
+from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
-from service.outcomes import Outcome
+from service.outcomes import Failure, Outcome
 from service.settings import Settings, SettingsError, load_settings
-from service.worker.intake import new_job, read_input
-from service.worker.jobs import Job as WorkerJob
-from service.worker.jobs import JobState
+from service.worker.admission import Budgets, Upload, admit
+from service.worker.jobs import Job, JobState
+from service.worker.options import JobOptions
 from service.worker.worker import Worker, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def add_parser(
 
 
 @dataclass
-class Job:
+class Target:
     """One input file and where its result goes."""
 
     source: Path
@@ -216,19 +217,19 @@ def colorize_command(args: argparse.Namespace) -> int:
 
 def plan_jobs(
     inputs: Sequence[Path], output_dir: Path, fmt: str, settings: Settings
-) -> tuple[list[Job], list[Path]]:
+) -> tuple[list[Target], list[Path]]:
     """Jobs for every image given or found under a given folder, and the inputs that don't exist."""
     suffixes = {s for f in settings.allowed_formats for s in EXTENSIONS.get(f, ())}
     out_root = output_dir.resolve()
-    jobs: list[Job] = []
+    jobs: list[Target] = []
     missing: list[Path] = []
     for item in inputs:
         if item.is_dir():
             for found in _walk(item, suffixes, out_root):
                 relative = found.relative_to(item).with_suffix(OUTPUT_SUFFIX[fmt])
-                jobs.append(Job(found, output_dir / relative))
+                jobs.append(Target(found, output_dir / relative))
         elif item.exists():
-            jobs.append(Job(item, output_dir / (item.stem + OUTPUT_SUFFIX[fmt])))
+            jobs.append(Target(item, output_dir / (item.stem + OUTPUT_SUFFIX[fmt])))
         else:
             missing.append(item)
     return jobs, missing
@@ -245,7 +246,7 @@ def _walk(folder: Path, suffixes: set[str], skip: Path) -> Iterator[Path]:
 
 
 def _run_jobs(
-    jobs: list[Job],
+    jobs: list[Target],
     engine: Engine,
     manager: MemoryManager,
     reference: bytes | None,
@@ -255,9 +256,10 @@ def _run_jobs(
 ) -> None:
     host = host_manager(manager, settings.memory_threshold, settings.host_memory_bytes)
     worker = Worker({engine.name: engine}, manager, settings, encode_image, host=host)
+    options = JobOptions(model=engine.name, output_format=args.format, render_size=args.render_size)
     # In flight: enough to keep every stage busy, few enough that none waits past its time limit.
     in_flight = worker.lookahead + worker.batch_max_size + 2 * settings.finish_workers
-    pending: deque[tuple[Job, WorkerJob]] = deque()
+    pending: deque[tuple[Target, Job]] = deque()
     claimed: dict[Path, Path] = {}
     started = time.perf_counter()
     worker.start()
@@ -267,39 +269,30 @@ def _run_jobs(
             # disable=None: drawn on a terminal only, so logs and pipes get no carriage returns.
             tqdm(jobs, desc="colorize", unit="img", file=sys.stderr, disable=None) as bar,
         ):
-            for job in bar:
-                key = job.output.resolve()
+            for target in bar:
+                key = target.output.resolve()
                 if key in claimed:
                     log.error(
                         "%s: output %s is already written from %s",
-                        job.source,
-                        job.output,
+                        target.source,
+                        target.output,
                         claimed[key],
                     )
-                    tally.failed.append(job.source)
+                    tally.failed.append(target.source)
                     continue
-                claimed[key] = job.source
-                if job.output.exists() and not args.overwrite:
+                claimed[key] = target.source
+                if target.output.exists() and not args.overwrite:
                     tally.skipped += 1
                     continue
                 while len(pending) >= in_flight:
                     _collect(pending.popleft(), tally)
                 try:
-                    queued = _submit(
-                        job,
-                        engine,
-                        worker,
-                        host,
-                        reference,
-                        args.format,
-                        settings,
-                        args.render_size,
-                    )
+                    queued = _submit(target, engine, worker, reference, options, settings)
                 except InputFailed as exc:
-                    log.error("%s: %s", job.source, exc)
-                    tally.failed.append(job.source)
+                    log.error("%s: %s", target.source, exc)
+                    tally.failed.append(target.source)
                     continue
-                pending.append((job, queued))
+                pending.append((target, queued))
             while pending:
                 _collect(pending.popleft(), tally)
     finally:
@@ -315,53 +308,40 @@ def _placeholder_request(render_size: int) -> ColorizeRequest:
 
 
 def _submit(
-    job: Job,
+    target: Target,
     engine: Engine,
     worker: Worker,
-    host: MemoryManager,
     reference: bytes | None,
-    fmt: str,
+    options: JobOptions,
     settings: Settings,
-    render_size: int | None = None,
-) -> WorkerJob:
-    """Read `job`'s file, check its header and queue it; InputFailed says why not."""
+) -> Job:
+    """Read `target`'s file, admit it as the API admits an upload and queue it; InputFailed
+    says why not."""
     try:
-        data = job.source.read_bytes()
+        data = target.source.read_bytes()
     except OSError as exc:
         raise InputFailed(f"cannot read: {exc.strerror or exc}") from exc
-    manager = worker.manager
+    budgets = Budgets(device=worker.manager, host=worker.host)
+    upload = Upload(image=data, options=options, reference=reference)
+    # Unlike the API, a file may wait for memory: the batch has no client to answer at once.
+    job = admit(upload, {engine.name: engine}, budgets, settings, wait_s=settings.admission_wait_s)
+    if isinstance(job, Failure):
+        if job.outcome in _MEMORY_OUTCOMES:
+            raise InputFailed(f"not enough memory on {worker.manager.device}: {job.detail}")
+        raise InputFailed(job.detail)
     try:
-        upload = read_input(
-            data,
-            reference,
-            (),
-            allowed_formats=settings.allowed_formats,
-            max_pixels=settings.max_pixels,
-            render_size=render_size,
-        )
-        queued = new_job(engine.name, engine, upload, fmt)
-        manager.check_fits(queued.estimate)
-        queued.hold(host.reserve(upload.nbytes, settings.admission_wait_s, purpose="upload"))
-    except ImageError as exc:
-        raise InputFailed(exc.message) from exc
-    except AdmissionError as exc:
-        raise InputFailed(f"not enough memory on {manager.device}: {exc}") from exc
-    except EngineError as exc:
-        raise InputFailed(str(exc)) from exc
-    try:
-        worker.submit(queued)
+        worker.submit(job)
     except WorkerUnavailable as exc:
-        queued.finish(JobState.CANCELLED)
         raise InputFailed(exc.detail) from exc
-    return queued
+    return job
 
 
 _MEMORY_OUTCOMES = (Outcome.TOO_LARGE, Outcome.MEMORY_BUSY, Outcome.OOM)
 
 
-def _collect(entry: tuple[Job, WorkerJob], tally: Tally) -> None:
+def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
     """Wait for a queued image and write its result (or report why there is none)."""
-    job, queued = entry
+    job, queued = entry  # the file, and its job in the pipeline
     queued.wait()
     result = queued.result
     if queued.state is not JobState.DONE or result is None:

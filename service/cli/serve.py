@@ -1,30 +1,36 @@
-"""`colorize-service serve`: one uvicorn process, one worker thread, draining on SIGTERM."""
+"""`colorize-service serve`: one uvicorn process, draining on SIGTERM, speaking strict HTTP/1.1."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from service.api.app import create_app
-from service.api.http11 import RefusingH11Protocol
-from service.settings import load_settings
+from service.api.http11 import RefusingH11Protocol, protocol_for
+from service.device import resolve_device
+from service.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
+
+RESERVED_DESCRIPTORS = 256
+"""File descriptors kept beside the connections: weights, logs, the loop, the worker's files."""
 
 
 class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, stop admitting and fail queued jobs before uvicorn's own shutdown.
 
-    It speaks HTTP/1.1 through RefusingH11Protocol unless the config names another protocol.
+    It speaks HTTP/1.1 through RefusingH11Protocol (with `settings`' limits when given) unless
+    the config names another protocol.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, settings: Settings | None = None):
         if config.http in ("auto", "h11"):
-            config.http = RefusingH11Protocol
+            config.http = RefusingH11Protocol if settings is None else protocol_for(settings)
         super().__init__(config)
         self.colorize_app = app
 
@@ -45,9 +51,34 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(handler=run)
 
 
+def check_environment(settings: Settings) -> None:
+    """What settings alone cannot tell: the device exists, the descriptors suffice. Raises
+    SettingsError naming the variable (one line and exit 2, never a traceback)."""
+    try:
+        resolve_device(settings.device)
+    except (ValueError, RuntimeError) as exc:
+        raise SettingsError(f"COLORIZE_DEVICE: {exc}") from None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        # The soft limit is the process's own to raise: connections need one descriptor each.
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    need = settings.max_connections + RESERVED_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise SettingsError(
+            f"COLORIZE_MAX_CONNECTIONS: {settings.max_connections} connections need about "
+            f"{need} file descriptors but this process may open {soft} (ulimit -n); lower it "
+            "or raise the limit"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
+    check_environment(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -59,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        timeout_keep_alive=max(1, round(settings.keepalive_timeout_s)),
         workers=1,
         log_config=None,
     )
-    DrainingServer(config, app).run()
+    DrainingServer(config, app, settings).run()
     return 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import Counter
 from collections.abc import Sequence
 
 from service.engines.base import ColorizeRequest, Engine, InvalidRequest
 from service.memory import MemoryManager
 from service.outcomes import Failure, Outcome
 from service.worker.stages import EngineContractError, is_out_of_memory
+from service.worker.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def forward(
     requests: Sequence[ColorizeRequest],
     prepared: Sequence[object | None],
     manager: MemoryManager,
-    oom_events: Counter[str],
+    stats: PipelineStats,
 ) -> list[object] | Failure:
     """One output per request, or why there is none.
 
@@ -45,7 +45,7 @@ def forward(
             log.exception("engine %s failed", engine.name)
             return Failure(Outcome.ERROR, f"the engine failed: {exc}")
         first_error = exc
-    _recover(engine.name, first_error, manager, oom_events)
+    _recover(engine.name, first_error, manager, stats)
     smaller = None if chunk is None else max(1 << 20, chunk // 4)
     try:
         return [
@@ -56,15 +56,13 @@ def forward(
         if not is_out_of_memory(exc):
             log.exception("engine %s failed on retry", engine.name)
             return Failure(Outcome.ERROR, f"the engine failed: {exc}")
-        _recover(engine.name, exc, manager, oom_events)
+        _recover(engine.name, exc, manager, stats)
         detail = f"out of device memory after a retry with a smaller batch/chunk: {exc}"
         return Failure(Outcome.OOM, detail)
 
 
-def _recover(
-    model: str, exc: BaseException, manager: MemoryManager, oom_events: Counter[str]
-) -> None:
-    oom_events[model] += 1
+def _recover(model: str, exc: BaseException, manager: MemoryManager, stats: PipelineStats) -> None:
+    stats.count_oom(model)
     log.warning("out of memory in %s (%s): freeing and retrying smaller", model, exc)
     exc.__traceback__ = None  # frames of the failed forward pass hold its tensors
     gc.collect()

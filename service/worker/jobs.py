@@ -92,7 +92,8 @@ class Job:
     """Why a finished result is no longer kept (retention), if it was dropped."""
     batch_size: int = 1
     told: Outcome | None = None
-    """What the client was told before the job ended (a 504 while it ran): what it counts as."""
+    """Set when nobody can receive the result any more (the client left: cancelled; it was
+    told 504: timeout). The stages stop at their next look, and a result is dropped at once."""
     prepare_state: str = "waiting"
     """Where a queued job is in the prepare stage: waiting, preparing or ready."""
     holds: list[Reservation] = field(default_factory=list, repr=False)
@@ -133,7 +134,9 @@ class Job:
             self.input = None
             self.request = None
             self.prepared = None
-            self._release_holds(keep=len(result) if result is not None else 0)
+            if self.told is not None and result is not None:
+                self.result, self.result_dropped = None, "nobody waited for the result any more"
+            self._release_holds(keep=len(self.result) if self.result is not None else 0)
             callbacks, self._callbacks = self._callbacks, []
             self._done.set()
         for callback in callbacks:
@@ -174,6 +177,19 @@ class Job:
                     kept.append(reservation)
             self.holds = kept
 
+    def abandon(self, outcome: Outcome) -> None:
+        """Whoever would receive the result is gone (`outcome`: cancelled or timeout).
+
+        A finished job drops its result now; an unfinished one is marked, so that the stage
+        holding it stops and nothing keeps memory for a result nobody will read. Taking a
+        waiting job out of the queue is the worker's (Worker.cancel).
+        """
+        with self._lock:
+            if not self._done.is_set():
+                self.told = outcome
+                return
+        self.drop_result("nobody waited for the result any more")
+
     def drop_result(self, reason: str) -> None:
         """Forget the encoded result (retention) and give back the memory it held."""
         with self._lock:
@@ -188,6 +204,7 @@ class Job:
         holds.sort(key=lambda r: r.nbytes, reverse=True)
         for reservation in holds:
             if keep > 0 and reservation.shrink(keep):
+                reservation.purpose = "result"
                 self.holds.append(reservation)
                 keep = 0
             else:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import decode, is_colour, running_app
+from tests.support.apps import running_app
+from tests.support.images import decode, is_colour
 
 
 def test_multipart_upload_answers_a_colour_image_of_the_same_size(

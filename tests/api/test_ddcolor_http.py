@@ -18,9 +18,9 @@ from service.engines.base import ColorizeRequest, Engine, RenderLimits
 from service.engines.ddcolor.engine import DDColorEngine, DDColorTiny
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
-from tests.api.conftest import decode, is_colour, running_app
-from tests.conftest import png_bytes
+from tests.support.apps import running_app
 from tests.support.fake_devices import FakeCuda, GiB
+from tests.support.images import decode, is_colour, png_bytes
 
 DDCOLOR = ("ddcolor", "ddcolor-artistic", "ddcolor-tiny")
 

@@ -18,10 +18,11 @@ from service.engines.siggraph17 import Siggraph17Engine
 from service.engines.speed import SpeedCheck
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
-from tests.api.conftest import decode, running_app
+from tests.support.apps import running_app
 from tests.support.bad_inputs import LONG_TEXT_FIELD, Case, cases
 from tests.support.engines import ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
+from tests.support.images import decode
 from tests.support.timing import ScriptedTimer
 
 MAX_PIXELS = 4_000_000
@@ -235,7 +236,8 @@ def test_weights_not_installed_is_503_with_the_fix(tmp_path: object, gray_png: b
     with running_app(engines={"eccv16": engine}) as (client, _):
         r = client.post("/colorize", files={"image": ("a.png", gray_png)})
         assert r.status_code == 503
-        assert "fetch-weights" in r.json()["detail"] and "retry-after" in r.headers
+        # Nothing fetches the weights: a client that obeys Retry-After must not loop forever.
+        assert "fetch-weights" in r.json()["detail"] and "retry-after" not in r.headers
         models = client.get("/v1/models").json()
         assert models[0]["ready"] is False and "fetch-weights" in models[0]["reason"]
         assert client.get("/readyz").status_code == 503
@@ -281,14 +283,14 @@ def test_api_key_is_checked_on_every_upload_path(gray_png: bytes, headers: dict[
 
 def test_api_key_is_checked_before_the_body_is_read() -> None:
     settings = Settings(api_key="secret")  # type: ignore[arg-type]
-    from service.api.guard import Guard
+    from service.api.middleware.auth import ApiKey
 
     reads = []
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         reads.append(await receive())
 
-    guard = Guard(app, max_body_bytes=10, api_key="secret")
+    guard = ApiKey(app, api_key="secret")
     sent: list[dict[str, object]] = []
 
     async def receive():  # type: ignore[no-untyped-def]
@@ -324,3 +326,24 @@ def test_the_server_never_fetches_a_url_it_is_given(client: TestClient) -> None:
         socket.socket.connect = original  # type: ignore[method-assign]
     assert r.status_code in (415, 422)
     assert connects == []
+
+
+def test_readyz_is_red_while_the_default_model_is_not_ready(gray_png: bytes) -> None:
+    # Every request that names no model would get 503: the replica must leave the Service.
+    with running_app() as (client, engines):
+        assert client.get("/readyz").status_code == 200
+        engines["eccv16"].loaded = False  # type: ignore[attr-defined]
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert any("COLORIZE_DEFAULT_MODEL" in reason for reason in r.json()["reasons"])
+        named = client.post(
+            "/colorize", files={"image": ("a.png", gray_png)}, data={"model": "siggraph17"}
+        )
+        assert named.status_code == 200  # the other engines still serve who names them
+
+
+def test_an_unknown_model_in_a_request_is_422_and_in_a_path_404(gray_png: bytes) -> None:
+    with running_app() as (client, _):
+        r = client.post("/colorize", files={"image": ("a.png", gray_png)}, data={"model": "nope"})
+        assert r.status_code == 422 and r.json()["error"] == "unknown_model"
+        assert client.get("/v1/models/nope").status_code == 404

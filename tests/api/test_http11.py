@@ -16,8 +16,8 @@ import torch
 from service.api.app import create_app
 from service.api.http11 import LINGER_S
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
-from tests.support.live import serve_in_thread
+from tests.support.apps import scripted_engines
+from tests.support.servers import serve_in_thread
 
 LONG_HINTS = "%3A" * 65_000
 """A 195 kB query string: what schema fuzzing sent when it found the reset."""
@@ -82,3 +82,64 @@ def test_every_operation_documents_the_http_layer_refusal(base: str) -> None:
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert "431" in operation["responses"], f"{method.upper()} {path}"
+
+
+def exchange_all(base: str, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (or goes quiet); everything it answered."""
+    with socket.create_connection(("127.0.0.1", port_of(base)), timeout=LINGER_S + 5) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+STRICT = {
+    "bare-lf": (b"GET /livez HTTP/1.1\nHost: x\n\n", 400, "bare LF"),
+    "bare-lf-last-line": (b"GET /livez HTTP/1.1\r\nHost: x\n\r\n", 400, "bare LF"),
+    "obsolete-folding": (
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  continued\r\n\r\n",
+        400,
+        "folding",
+    ),
+    "http-2-request-line": (b"GET /livez HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/1.1"),
+    "length-and-chunked": (
+        b"POST /colorize HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "Transfer-Encoding",
+    ),
+}
+
+
+@pytest.mark.parametrize("raw,status,phrase", STRICT.values(), ids=STRICT.keys())
+def test_loose_framing_is_refused_and_the_connection_closed(
+    base: str, raw: bytes, status: int, phrase: str
+) -> None:
+    # Each also carries a pipelined second request: it must never be served on this connection.
+    received = exchange_all(base, raw + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 %d " % status), received[:80]
+    assert received.count(b"HTTP/1.1 ") == 1, "a request after the refused one was served"
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert phrase in json.loads(body)["detail"]
+
+
+def test_a_pipelined_request_with_loose_framing_after_a_good_one_is_refused(base: str) -> None:
+    good = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    received = exchange_all(base, good + b"GET /livez HTTP/1.1\nHost: x\n\n" + good)
+    assert received.count(b"HTTP/1.1 200") == 1 and received.count(b"HTTP/1.1 400") == 1
+    assert received.count(b"HTTP/1.1 ") == 2
+
+
+def test_head_on_a_get_endpoint_answers_its_headers(base: str) -> None:
+    r = httpx.head(f"{base}/livez", timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    assert int(r.headers["content-length"]) == len(httpx.get(f"{base}/livez").content)
+    assert httpx.head(f"{base}/jobs/nope", timeout=10).status_code == 404

@@ -7,8 +7,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import decode, running_app
+from tests.support.apps import running_app
 from tests.support.engines import ScriptedEngine
+from tests.support.images import decode
 
 
 def wait_state(client: TestClient, url: str, states: set[str], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
@@ -57,6 +58,9 @@ def test_cancelling_a_queued_job_takes_it_out_of_the_queue(gray_png: bytes) -> N
         wait_state(client, f"/jobs/{running['id']}", {"done"})
         assert eccv16.batches == [1]  # the cancelled job never ran
         assert client.get(f"/jobs/{queued['id']}/result").status_code == 409
+        # A second DELETE forgets it, as it forgets any finished job (it once never did).
+        assert client.delete(f"/jobs/{queued['id']}").json()["state"] == "cancelled"
+        assert client.get(f"/jobs/{queued['id']}").status_code == 404
 
 
 def test_failed_job_reports_its_error(gray_png: bytes) -> None:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,25 +20,29 @@ from PIL import Image
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import decode, running_app, scripted_engines
-from tests.support.live import free_port, serve_in_thread, server_process, wait_for
+from tests.support.apps import running_app, scripted_engines
+from tests.support.images import decode
+from tests.support.servers import serve_in_thread, server_process
 from tests.support.tools import needs
+from tests.support.waiting import wait_for
+
+
+@contextmanager
+def _url_and_popen(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with server_process(env) as server:
+        yield server.url, server.popen
 
 
 def scripted_server(tmp_path: Path, grace: float = 5.0):  # type: ignore[no-untyped-def]
-    port = free_port()
     gate = tmp_path / "gate"
-    args = [
-        "-m",
-        "tests.support.serve_scripted",
-        "--port",
-        str(port),
-        "--gate-file",
-        str(gate),
-        "--grace",
-        str(grace),
-    ]
-    return server_process(args, port), gate
+    env = {
+        "SCRIPTED_GATE_FILE": str(gate),
+        "COLORIZE_SHUTDOWN_GRACE_S": str(grace),
+        "COLORIZE_QUEUE_SIZE": "8",
+        "COLORIZE_BATCH_MAX_SIZE": "1",
+        "COLORIZE_LOG_LEVEL": "warning",
+    }
+    return _url_and_popen(env), gate
 
 
 def status(base: str) -> dict:  # type: ignore[type-arg]

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from bench.servers import free_port, make_weights, service_command
-from tests.support.live import server_process
+from tests.support.servers import server_process
 
 PHOTOS = {"astronaut": (96, 96), "coffee": (150, 100), "chelsea": (45, 30)}
 """Name -> (width, height) of the grayscale upload made from the bundled photo."""
@@ -57,8 +57,8 @@ def _server(weights_dir: Path, batch: int, wait_ms: int) -> Iterator[str]:
         "COLORIZE_DEVICE_WORKERS": "1",
     }
     # server_process runs `python <args>`: `-m service serve ...` is the same entry point.
-    with server_process(["-m", "service", *command[-3:]], port, env) as (base, _):
-        yield base
+    with server_process(env, args=["-m", "service", *command[-3:]], port=port) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

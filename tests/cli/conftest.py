@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import DATA_DIR
+from tests.support.images import DATA_DIR
+from tests.support.photos import SIZE, Photos
 from tests.support.weights_server import make_weights_dir
 
 FETCH_MISSING = "COLORIZE_FETCH_MISSING"
-SIZE = (128, 96)
-"""(width, height) of the test photos: small enough for every engine to run in well under 1 s."""
 
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated eccv16 and siggraph17 checkpoints under their official names (seed 0)."""
     return make_weights_dir(tmp_path_factory.mktemp("weights"))
-
-
-@dataclass(frozen=True)
-class Photos:
-    """Grayscale inputs and a colour reference, written once per session."""
-
-    folder: Path
-    astronaut: Path
-    """astronaut.png downscaled to SIZE, saved as an 8-bit grayscale PNG."""
-    coffee: Path
-    """coffee.png the same way, as a grayscale JPEG."""
-    reference: Path
-    """astronaut.png downscaled to SIZE, in colour: the exemplar engine's reference."""
 
 
 @pytest.fixture(scope="session")

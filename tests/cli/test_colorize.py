@@ -15,7 +15,7 @@ from PIL import Image
 
 from service.cli.main import main
 from service.imaging.decode import GRAYSCALE_CHROMA, chroma_level
-from tests.cli.conftest import SIZE, Photos
+from tests.support.photos import SIZE, Photos
 
 pytestmark = pytest.mark.usefixtures("default_settings")
 

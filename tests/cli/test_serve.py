@@ -10,7 +10,7 @@ from service.api.app import create_app
 from service.api.http11 import RefusingH11Protocol
 from service.cli.serve import DrainingServer
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
+from tests.support.apps import scripted_engines
 
 
 @pytest.mark.parametrize("http", ["auto", "h11"])

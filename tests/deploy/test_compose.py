@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, ROOT, binary, load_yaml
+from tests.support.deploy import DEPLOY, ROOT, binary, load_yaml
 
 BASE = ROOT / "docker-compose.yml"
 GPU = ROOT / "docker-compose.gpu.yml"

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from service.cli import fetch, serve
-from tests.deploy.conftest import ROOT
 from tests.deploy.dockerfile import Dockerfile, Stage, expand, instructions, parse, read
+from tests.support.deploy import ROOT
 
 DOCKERFILE = read(ROOT / "Dockerfile")
 FLAVORS = ("cpu", "cuda")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, dashboard, dashboard_queries, load_yaml
 from tests.deploy.promql import metric_names
+from tests.support.deploy import DEPLOY, dashboard, dashboard_queries, load_yaml
 
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range"}
 

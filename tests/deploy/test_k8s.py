@@ -10,8 +10,8 @@ import pytest
 
 from service.cli import fetch, serve
 from service.settings import Settings
-from tests.deploy.conftest import K8S, ROOT, k8s_documents, k8s_object, load_all_yaml
 from tests.deploy.dockerfile import read
+from tests.support.deploy import K8S, ROOT, k8s_documents, k8s_object, load_all_yaml
 
 # kind -> the apiVersion we write it for.
 KINDS = {

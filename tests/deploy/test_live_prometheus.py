@@ -24,17 +24,10 @@ import yaml
 from service.api.app import create_app
 from service.engines.catalog import ENGINE_NAMES
 from service.settings import Settings
-from tests.deploy.conftest import (
-    ALERTS,
-    PROMETHEUS_DIR,
-    ROOT,
-    binary,
-    dashboard_queries,
-    load_yaml,
-)
 from tests.deploy.dockerfile import instructions, read
 from tests.deploy.promql import metric_names, sample_names
-from tests.support.live import free_port
+from tests.support.deploy import ALERTS, PROMETHEUS_DIR, ROOT, binary, dashboard_queries, load_yaml
+from tests.support.servers import free_port
 
 JOBS = 3
 T = TypeVar("T")

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.conftest import (
-    ALERTS,
-    alert_rules,
-    dashboard_queries,
-    k8s_object,
-    load_yaml,
-)
 from tests.deploy.promql import metric_names, sample_names, selectable_names
+from tests.support.deploy import ALERTS, alert_rules, dashboard_queries, k8s_object, load_yaml
 
 # Series Prometheus itself adds to every scrape target.
 SCRAPE_SERIES = {"up"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import ALERTS, PROMETHEUS_DIR, ROOT, binary, load_yaml
+from tests.support.deploy import ALERTS, PROMETHEUS_DIR, ROOT, binary, load_yaml
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from devkit.ddcolor_checkpoints import load_network, save_random_checkpoint
-from service.engines.base import ColorizeRequest
 from service.engines.ddcolor.network import DDColor
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.fixed import FixedInputEngine
 from service.engines.siggraph17 import Siggraph17Engine
+from tests.support.engine_outputs import PIXEL, AloneOutputs
 from tests.support.weights_server import WeightsServer, make_weights_dir, serve_weights
 
 
@@ -50,24 +50,6 @@ def engine(request: pytest.FixtureRequest) -> FixedInputEngine:
     """Each fixed-input engine in turn, loaded on the CPU."""
     loaded: FixedInputEngine = request.getfixturevalue(request.param)
     return loaded
-
-
-PIXEL = np.array([[[200, 30, 90]]], dtype=np.uint8)
-"""A 1x1 image: the smallest input, stretched to the whole 256x256 grid."""
-
-
-class AloneOutputs:
-    """Each engine's output for a named image run on its own, computed once and kept."""
-
-    def __init__(self, images: dict[str, np.ndarray]) -> None:
-        self.images = images
-        self._kept: dict[tuple[str, str], np.ndarray] = {}
-
-    def __call__(self, engine: FixedInputEngine, image: str) -> np.ndarray:
-        key = (engine.name, image)
-        if key not in self._kept:
-            self._kept[key] = engine.run([ColorizeRequest(self.images[image])])[0]
-        return self._kept[key]
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.tensor_memory import LiveTensorBytes
 from service.engines.base import ColorizeRequest, RenderLimits
 from service.engines.ddcolor import memory
 from service.engines.ddcolor.engine import DDColorEngine, DDColorLarge, DDColorTiny, banded_join
 from service.engines.ddcolor.network import DDColor
-from tests.support.memory import LiveTensorBytes
 
 BOUNDS = (1.0, 1.35)
 """estimate / measured peak must lie within these everywhere measured."""

@@ -15,14 +15,14 @@ import pytest
 import torch
 from skimage import color
 
-from bench import exemplar_quality as quality
+from devkit import exemplar_quality as quality
+from devkit.tensor_memory import LiveTensorBytes
 from service.engines import colour_transfer
 from service.engines.base import ColorizeRequest, Hint, InvalidRequest
 from service.engines.exemplar import ExemplarEngine
 from service.engines.registry import create_engine
 from service.memory import MemoryManager
-from tests.conftest import photo
-from tests.support.memory import LiveTensorBytes
+from tests.support.images import photo
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exemplar.md"
 CPU = torch.device("cpu")
@@ -197,7 +197,7 @@ PAIR_IDS = [p.name for p in quality.PAIRS]
 
 @functools.cache
 def evaluated(name: str) -> quality.Row:
-    """bench/exemplar_quality.py's row for a pair, computed once per session."""
+    """devkit/exemplar_quality.py's row for a pair, computed once per session."""
     return quality.evaluate(next(p for p in quality.PAIRS if p.name == name))
 
 

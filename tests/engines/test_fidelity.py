@@ -19,7 +19,7 @@ from skimage import color
 
 from service.engines import weights
 from service.engines.networks import ECCV16Net, SIGGRAPH17Net
-from tests.engines.conftest import AloneOutputs
+from tests.support.engine_outputs import AloneOutputs
 
 MAX_MEAN_ABS_DIFF = 1.5
 """On the 0-255 scale; rounding to uint8 alone accounts for about 0.25."""

@@ -17,6 +17,7 @@ import pytest
 import torch
 from skimage import color
 
+from devkit.tensor_memory import LiveTensorBytes
 from service.engines import fixed
 from service.engines.base import ColorizeRequest, EngineNotReady, Hint, InvalidRequest
 from service.engines.eccv16 import Eccv16Engine
@@ -25,9 +26,8 @@ from service.engines.fixed import FixedInputEngine
 from service.engines.registry import create_engine
 from service.engines.siggraph17 import Siggraph17Engine, grid_cell, hint_planes
 from service.engines.weights import OFFICIAL
-from tests.engines.conftest import PIXEL, AloneOutputs
 from tests.support.cpu import lacks_native_bf16, needs_native_bf16
-from tests.support.memory import LiveTensorBytes
+from tests.support.engine_outputs import PIXEL, AloneOutputs
 from tests.support.timing import bf16_faster
 from tests.support.weights_server import make_weights_dir
 

@@ -30,7 +30,6 @@ from service.imaging.errors import (
     UnsupportedFormat,
 )
 from service.settings import INPUT_FORMATS
-from tests.conftest import DATA_DIR, photo
 from tests.support.bad_inputs import (
     BAD_INPUTS,
     Case,
@@ -43,6 +42,7 @@ from tests.support.bad_inputs import (
     quadrants,
     save,
 )
+from tests.support.images import DATA_DIR, photo
 
 # Big enough for every accepted case (camera.png is 512x512), small enough that the genuine
 # over-the-limit PNG would decode in a blink if the pixel check were missing.

@@ -12,8 +12,8 @@ from PIL import Image, JpegImagePlugin
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, DEFAULT_QUALITY, PNG_COMPRESS_LEVEL, encode_image
 from service.settings import INPUT_FORMATS, OUTPUT_FORMATS
-from tests.conftest import photo
 from tests.support.bad_inputs import save
+from tests.support.images import photo
 
 FORMATS = list(CONTENT_TYPES)
 PILLOW_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

@@ -10,7 +10,7 @@ import torch
 from skimage.color import lab2rgb, rgb2lab
 
 from service.imaging.lab import lab_to_rgb, rgb_to_lab, to_tensor, to_uint8
-from tests.conftest import photo
+from tests.support.images import photo
 
 # The bounds stated in service/imaging/lab.py's docstring: max abs difference from scikit-image.
 TO_LAB_TOLERANCE = {torch.float32: 2e-4, torch.float64: 1e-9}

@@ -16,6 +16,7 @@ from functools import cache
 from PIL import Image
 
 from tests.support.bad_inputs import (
+    Case,
     cases,
     minimal_gif,
     photo_crop,
@@ -32,21 +33,6 @@ MAX_UPLOAD = 4 * 1024 * 1024
 TOO_MANY_PIXELS = f"the limit is {MAX_PIXELS} pixels"
 CORRUPT = "corrupt or truncated"
 NOT_ALLOWED = "allowed formats: JPEG, PNG, WEBP, BMP, GIF"
-
-
-@dataclass(frozen=True)
-class Bad:
-    """An image (or reference) upload and the answer it must get."""
-
-    id: str
-    filename: str
-    content_type: str
-    data: bytes = field(repr=False)
-    status: int
-    phrase: str
-    """Must appear in the error detail (unused for 200)."""
-    size: tuple[int, int] | None = None
-    """(width, height) of the output for 200."""
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -155,7 +141,7 @@ def animated_webp_frame(canvas: tuple[int, int], frame: tuple[int, int]) -> byte
 
 
 @cache
-def bombs() -> tuple[Bad, ...]:
+def bombs() -> tuple[Case, ...]:
     """Every bomb of the shared table (status 413) plus the ones below, in PNG, GIF and WebP."""
     png = save(photo_crop(), "PNG")
     side = 2_001  # side * side is just over MAX_PIXELS
@@ -166,7 +152,7 @@ def bombs() -> tuple[Bad, ...]:
         ("bomb.webp", "image/webp"),
     )
     shared = [
-        Bad(c.id, c.filename, c.content_type, c.data, c.status, TOO_MANY_PIXELS)
+        Case(c.id, c.filename, c.content_type, c.data, c.status, TOO_MANY_PIXELS)
         for c in cases(max_pixels=MAX_PIXELS)
         if c.status == 413
     ]
@@ -174,7 +160,7 @@ def bombs() -> tuple[Bad, ...]:
         *shared,
         *[
             # PNG
-            Bad(
+            Case(
                 "png-idat-64mib-of-zeros",
                 *png_,
                 gray_png(256, 256, idat=zeros),
@@ -182,28 +168,28 @@ def bombs() -> tuple[Bad, ...]:
                 "",
                 (256, 256),
             ),
-            Bad(
+            Case(
                 "png-ztxt-64mib",
                 *png_,
                 gray_png(16, 16, chunks=((b"zTXt", b"c\0\0" + zeros),)),
                 422,
                 "Decompressed data too large",
             ),
-            Bad(
+            Case(
                 "png-itxt-64mib",
                 *png_,
                 gray_png(16, 16, chunks=((b"iTXt", b"c\0\1\0\0\0" + zeros),)),
                 422,
                 "Decompressed data too large",
             ),
-            Bad(
+            Case(
                 "png-iccp-64mib",
                 *png_,
                 gray_png(16, 16, chunks=((b"iCCP", b"icc\0\0" + zeros),)),
                 422,
                 "Decompressed data too large",
             ),
-            Bad(
+            Case(
                 "png-100k-text-chunks",
                 *png_,
                 gray_png(16, 16, chunks=((b"tEXt", b"k\0v"),) * 100_000),
@@ -211,16 +197,16 @@ def bombs() -> tuple[Bad, ...]:
                 "",
                 (16, 16),
             ),
-            Bad("png-width-2e31", *png_, png_with_size(png, 2**31 - 1, 1), 413, TOO_MANY_PIXELS),
-            Bad("png-zero-width", *png_, png_with_size(png, 0, 64), 422, "empty image"),
-            Bad(
+            Case("png-width-2e31", *png_, png_with_size(png, 2**31 - 1, 1), 413, TOO_MANY_PIXELS),
+            Case("png-zero-width", *png_, png_with_size(png, 0, 64), 422, "empty image"),
+            Case(
                 "png-16bit-rgba-just-over",
                 *png_,
                 with_ihdr(png, side, side, 16, 6),
                 413,
                 TOO_MANY_PIXELS,
             ),
-            Bad(
+            Case(
                 "apng-first-frame-outgrows-canvas",
                 *png_,
                 apng_first_frame(65_535, 65_535),
@@ -228,15 +214,15 @@ def bombs() -> tuple[Bad, ...]:
                 CORRUPT,
             ),
             # GIF
-            Bad(
+            Case(
                 "gif-frame-offset-just-over",
                 *gif_,
                 gif_at((1, 1), (1, 1), (side - 1, side - 1)),
                 413,
                 TOO_MANY_PIXELS,
             ),
-            Bad("gif-3000-frames", *gif_, many_frame_gif(3000), 200, "", (2, 2)),
-            Bad(
+            Case("gif-3000-frames", *gif_, many_frame_gif(3000), 200, "", (2, 2)),
+            Case(
                 "gif-screen-just-over",
                 *gif_,
                 minimal_gif((side, side), (1, 1)),
@@ -244,35 +230,35 @@ def bombs() -> tuple[Bad, ...]:
                 TOO_MANY_PIXELS,
             ),
             # WebP
-            Bad(
+            Case(
                 "webp-vp8l-16384x16384",
                 *webp_,
                 riff_webp((b"VP8L", vp8l_claiming(16_384, 16_384))),
                 413,
                 TOO_MANY_PIXELS,
             ),
-            Bad(
+            Case(
                 "webp-vp8-16383x16383",
                 *webp_,
                 lossy_webp_claiming(16_383, 16_383),
                 413,
                 TOO_MANY_PIXELS,
             ),
-            Bad(
+            Case(
                 "webp-small-canvas-huge-frame",
                 *webp_,
                 riff_webp((b"VP8X", vp8x((8, 8))), (b"VP8L", vp8l_claiming(16_384, 16_384))),
                 422,
                 CORRUPT,
             ),
-            Bad(
+            Case(
                 "webp-animation-frame-outgrows-canvas",
                 *webp_,
                 animated_webp_frame((8, 8), (16_384, 16_384)),
                 422,
                 CORRUPT,
             ),
-            Bad(
+            Case(
                 "webp-riff-size-lies",
                 *webp_,
                 riff_webp((b"VP8L", _lossless_frame()))[:4]
@@ -288,7 +274,7 @@ def bombs() -> tuple[Bad, ...]:
 PILLOW_BOMB_BEHIND_A_SMALL_HEADER = [
     # The header says 1x1; Pillow's own reading grows the canvas past twice its bomb limit and
     # raises DecompressionBombError, which the decoder maps to 413 with the header's size.
-    Bad(
+    Case(
         "gif-frame-offset-60000",
         "bomb.gif",
         "image/gif",
@@ -296,7 +282,7 @@ PILLOW_BOMB_BEHIND_A_SMALL_HEADER = [
         413,
         TOO_MANY_PIXELS,
     ),
-    Bad(
+    Case(
         "gif-frame-65535x65535-on-1x1-screen",
         "bomb.gif",
         "image/gif",
@@ -315,15 +301,15 @@ SEPIA = (1.07, 0.74, 0.43)
 
 
 @cache
-def references() -> tuple[Bad, ...]:
+def references() -> tuple[Case, ...]:
     """Reference photos for the exemplar engine: grayscale in every disguise, and broken ones."""
     crop = photo_crop()
     gray = crop.convert("L")
     sepia = Image.merge("RGB", [gray.point(lambda v, k=k: min(255, int(v * k))) for k in SEPIA])
     gray_palette = gray.convert("P")
     return (
-        Bad("gray-png", "r.png", "image/png", save(gray, "PNG"), 422, "grayscale"),
-        Bad(
+        Case("gray-png", "r.png", "image/png", save(gray, "PNG"), 422, "grayscale"),
+        Case(
             "gray-as-rgb-jpeg",
             "r.jpg",
             "image/jpeg",
@@ -331,8 +317,8 @@ def references() -> tuple[Bad, ...]:
             422,
             "grayscale",
         ),
-        Bad("gray-palette-gif", "r.gif", "image/gif", save(gray_palette, "GIF"), 422, "grayscale"),
-        Bad(
+        Case("gray-palette-gif", "r.gif", "image/gif", save(gray_palette, "GIF"), 422, "grayscale"),
+        Case(
             "gray-with-alpha-png",
             "r.png",
             "image/png",
@@ -340,7 +326,7 @@ def references() -> tuple[Bad, ...]:
             422,
             "grayscale",
         ),
-        Bad(
+        Case(
             "gray-webp",
             "r.webp",
             "image/webp",
@@ -348,11 +334,11 @@ def references() -> tuple[Bad, ...]:
             422,
             "grayscale",
         ),
-        Bad(
+        Case(
             "sepia-is-colour", "r.jpg", "image/jpeg", save(sepia, "JPEG", quality=90), 200, "", None
         ),
-        Bad("empty", "r.png", "image/png", b"", 422, "empty"),
-        Bad(
+        Case("empty", "r.png", "image/png", b"", 422, "empty"),
+        Case(
             "html",
             "r.png",
             "image/png",
@@ -360,7 +346,7 @@ def references() -> tuple[Bad, ...]:
             415,
             "HTML is not accepted",
         ),
-        Bad(
+        Case(
             "png-bomb",
             "r.png",
             "image/png",
@@ -368,7 +354,7 @@ def references() -> tuple[Bad, ...]:
             413,
             TOO_MANY_PIXELS,
         ),
-        Bad("truncated", "r.png", "image/png", save(crop, "PNG")[:200], 422, CORRUPT),
+        Case("truncated", "r.png", "image/png", save(crop, "PNG")[:200], 422, CORRUPT),
     )
 
 

@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from service.memory.backends import CpuBackend
-from tests.api.conftest import decode, running_app
 from tests.reliability.corpus import (
     CONTENT_TYPE,
     FIELD_BUGS,
@@ -28,14 +27,16 @@ from tests.reliability.corpus import (
     MAX_PIXELS,
     MAX_UPLOAD,
     PILLOW_BOMB_BEHIND_A_SMALL_HEADER,
-    Bad,
     Body,
     bombs,
     multipart_bodies,
     references,
     truncated_multipart,
 )
+from tests.support.apps import running_app
+from tests.support.bad_inputs import Case
 from tests.support.held import wait_until_idle
+from tests.support.images import decode
 
 MiB = 1 << 20
 PEAK_ALLOWANCE = 48 * MiB
@@ -85,11 +86,11 @@ def wait_done(client: TestClient, url: str) -> dict:  # type: ignore[type-arg]
     raise AssertionError(f"{url} never finished")
 
 
-def raw_type(bad: Bad) -> str:
+def raw_type(bad: Case) -> str:
     return bad.content_type if bad.content_type.startswith("image/") else "image/png"
 
 
-Send = Callable[[TestClient, Bad, bytes], Response]
+Send = Callable[[TestClient, Case, bytes], Response]
 UPLOAD_PATHS: dict[str, Send] = {
     "colorize-multipart": lambda c, bad, _: c.post(
         "/colorize", files={"image": (bad.filename, bad.data, bad.content_type)}
@@ -111,7 +112,7 @@ UPLOAD_PATHS: dict[str, Send] = {
 }
 
 
-def check_upload(client: TestClient, r: Response, bad: Bad, path: str) -> None:
+def check_upload(client: TestClient, r: Response, bad: Case, path: str) -> None:
     if path == "as-reference" and bad.status == 200:
         # Every accepted bomb is gray or black: as a reference it has no colour to give.
         assert_error(r, 422, "grayscale")
@@ -148,7 +149,7 @@ def test_the_peak_meter_sees_a_real_allocation(peak: CpuBackend) -> None:
 @pytest.mark.parametrize("path", list(UPLOAD_PATHS))
 @pytest.mark.parametrize("bad", bombs(), ids=lambda b: b.id)
 def test_bombs_are_refused_on_every_upload_path_without_decoding_them(
-    client: TestClient, gray_png: bytes, peak: CpuBackend, bad: Bad, path: str
+    client: TestClient, gray_png: bytes, peak: CpuBackend, bad: Case, path: str
 ) -> None:
     base = peak.reset_peak()
     r = UPLOAD_PATHS[path](client, bad, gray_png)
@@ -160,7 +161,7 @@ def test_bombs_are_refused_on_every_upload_path_without_decoding_them(
 
 @pytest.mark.parametrize("bad", PILLOW_BOMB_BEHIND_A_SMALL_HEADER, ids=lambda b: b.id)
 def test_a_bomb_behind_a_small_header_names_its_real_size(
-    client: TestClient, gray_png: bytes, bad: Bad
+    client: TestClient, gray_png: bytes, bad: Case
 ) -> None:
     r = UPLOAD_PATHS["colorize-multipart"](client, bad, gray_png)
     ok_after(client, gray_png)
@@ -178,7 +179,7 @@ def test_error_details_carry_no_object_reprs_or_addresses(
 
 @pytest.mark.parametrize("ref", references(), ids=lambda b: b.id)
 def test_references_grayscale_in_every_disguise_and_broken_ones(
-    client: TestClient, gray_png: bytes, ref: Bad
+    client: TestClient, gray_png: bytes, ref: Case
 ) -> None:
     r = UPLOAD_PATHS["as-reference"](client, ref, gray_png)
     if ref.status == 200:
@@ -190,7 +191,7 @@ def test_references_grayscale_in_every_disguise_and_broken_ones(
 
 
 def _bodies() -> list[Body]:
-    from tests.conftest import photo, png_bytes
+    from tests.support.images import photo, png_bytes
 
     return multipart_bodies(png_bytes(photo("astronaut.png")[::4, ::4]))
 

@@ -21,10 +21,10 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
 from tests.reliability.corpus import MAX_UPLOAD
+from tests.support.apps import scripted_engines
 from tests.support.held import wait_until_idle
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 
 @dataclass
@@ -125,16 +125,16 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(live: Live, gray_png
 def test_content_length_longer_than_the_body_waits_without_holding_anything(
     live: Live, gray_png: bytes
 ) -> None:
-    # The server waits for bytes that never come (uvicorn has no body timeout: a proxy in front
-    # bounds it). Meanwhile it serves others and has queued nothing for the stalled request: it
-    # holds only the host memory its announced body needs, and gives that back when it leaves.
+    # The server waits for bytes that never come (until COLORIZE_BODY_IDLE_TIMEOUT_S: 408).
+    # Meanwhile it serves others and has queued nothing for the stalled request: it holds only
+    # the host memory for the bytes that arrived, and gives that back when it leaves.
     announced = len(gray_png) + 100
     svc = live.app.state.svc
     with socket.create_connection(("127.0.0.1", live.port), timeout=1.0) as stalled:
         stalled.sendall(head(str(announced).encode()) + gray_png)
         with pytest.raises(TimeoutError):
             stalled.recv(1)
-        assert live.app.state.svc.host.held_by_purpose() == {"body": announced}
+        assert live.app.state.svc.host.held_by_purpose() == {"body": len(gray_png)}
         r = httpx.post(f"{live.url}/colorize", files={"image": ("ok.png", gray_png)})
         assert r.status_code == 200
         assert svc.worker.queue_depth == 0
@@ -163,15 +163,17 @@ def test_two_different_content_lengths_are_400(live: Live, gray_png: bytes) -> N
     ok_after(live, gray_png)
 
 
-def test_content_length_beside_chunked_encoding_uses_the_chunks(
+def test_content_length_beside_chunked_encoding_is_refused_and_closed(
     live: Live, gray_png: bytes
 ) -> None:
-    # RFC 9112 6.3: Transfer-Encoding overrides Content-Length; the 3 declared bytes are ignored.
+    # RFC 9112 6.1: such a request "ought to be handled as an error" and the connection closed;
+    # behind a proxy that frames by Content-Length, what follows would be a smuggled request.
     answer = exchange(
         live, head(b"3", b"image/png", b"Transfer-Encoding: chunked") + chunked(gray_png, 1000)
     )
-    assert answer.status == 200
-    assert answer.headers["content-type"] == "image/png"
+    assert answer.status == 400
+    assert answer.headers["connection"] == "close"
+    assert "Transfer-Encoding" in json.loads(answer.body)["detail"]
     ok_after(live, gray_png)
 
 

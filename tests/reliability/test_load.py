@@ -16,8 +16,8 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.live import ServerProcess, server_process
 from tests.reliability.workload import Tally, draw, mixed_kinds, send
+from tests.support.servers import ServerProcess, server_process
 
 MiB = 1 << 20
 CLIENTS = 24
@@ -111,7 +111,7 @@ def test_many_clients_get_an_image_or_503_with_retry_after_and_memory_returns() 
         "COLORIZE_BATCH_MAX_SIZE": "2",
         "COLORIZE_JOB_TIMEOUT_S": str(JOB_TIMEOUT_S),
         "COLORIZE_ADMISSION_WAIT_S": "2",
-        "RELIABILITY_DELAY_S": "0.03",
+        "SCRIPTED_DELAY_S": "0.03",
     }
     with server_process(env) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
         for kind in mixed_kinds():  # every path once, one at a time

@@ -25,8 +25,8 @@ from schemathesis.specs.openapi.checks import (
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
-from tests.support.live import serve_in_thread
+from tests.support.apps import scripted_engines
+from tests.support.servers import serve_in_thread
 
 MAX_EXAMPLES = 40
 CHECKS = [

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import decode
-from tests.reliability.live import server_process
+from tests.support.images import decode
+from tests.support.servers import server_process
 
 GRACE_S = 10.0
 QUEUE = 4
@@ -31,7 +31,7 @@ def test_sigterm_under_load_finishes_the_running_job_and_answers_every_other(
         "COLORIZE_BATCH_MAX_SIZE": "1",
         "COLORIZE_SHUTDOWN_GRACE_S": str(GRACE_S),
         "COLORIZE_JOB_TIMEOUT_S": "60",
-        "RELIABILITY_GATE_FILE": str(gate),
+        "SCRIPTED_GATE_FILE": str(gate),
     }
     with server_process(env, grace_s=GRACE_S + 5) as server:
         answers: dict[int, httpx.Response | Exception] = {}

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from service.memory import CpuBackend
-from tests.reliability.live import server_process
 from tests.reliability.workload import Kind, Tally, draw, gray, mixed_kinds, send
+from tests.support.servers import server_process
 
 MiB = 1 << 20
 SOAK_S = 60.0
@@ -93,7 +93,7 @@ def test_thousands_of_sequential_jobs_leave_memory_flat() -> None:
         "COLORIZE_RESULT_MAX_BYTES": str(RESULT_BUDGET),
         "COLORIZE_JOB_TIMEOUT_S": "30",
         "COLORIZE_MAX_JOBS_KEPT": str(JOBS_KEPT),
-        "RELIABILITY_REAL_EXEMPLAR": "1",
+        "SCRIPTED_REAL_EXEMPLAR": "1",
     }
     # The real exemplar engine takes about a second a job on two CPU cores: 1 job in ~150.
     kinds = [k for k in mixed_kinds(exemplar_weight=0) if k.weight]

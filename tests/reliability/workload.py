@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.conftest import photo, png_bytes
+from tests.support.images import photo, png_bytes
 
 SIZES = [(64, 48), (128, 128), (200, 150), (320, 240), (512, 384)]
 """(width, height) of the uploads, small to medium."""

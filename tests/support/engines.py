@@ -54,6 +54,11 @@ class ScriptedEngine(Engine):
         """Host memory the forward pass keeps while it waits at the gate (moves the usage ratio)."""
         self.batches: list[int] = []
         self.loaded = True
+        self.stage_gates = {"prepare": threading.Event(), "finish": threading.Event()}
+        """Close one to hold a job in that stage (the device stage has `gate`)."""
+        self.reached = {"prepare": threading.Event(), "finish": threading.Event()}
+        for gate in self.stage_gates.values():
+            gate.set()
 
     @property
     def memory_model(self) -> MemoryModel:
@@ -75,6 +80,21 @@ class ScriptedEngine(Engine):
         for hint in request.hints:
             if not (0 <= hint.x < w and 0 <= hint.y < h):
                 raise InvalidRequest(f"hint ({hint.x}, {hint.y}) is outside the {w}x{h} image")
+
+    def prepare(self, request: ColorizeRequest) -> object | None:
+        self._pause("prepare")
+        return super().prepare(request)
+
+    def finish(
+        self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
+    ) -> np.ndarray:
+        self._pause("finish")
+        return super().finish(request, output, chunk_bytes)
+
+    def _pause(self, stage: str) -> None:
+        self.reached[stage].set()
+        if not self.stage_gates[stage].wait(timeout=60):
+            raise RuntimeError(f"test gate of the {stage} stage never opened")
 
     def forward(
         self,

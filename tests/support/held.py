@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.live import wait_for
+from tests.support.waiting import wait_for
 
 
 def holds_only_kept_results(svc: Any) -> bool:

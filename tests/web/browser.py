@@ -1,5 +1,5 @@
 """Debian's Chromium driven by Playwright, and what the page shows (served by
-tests.support.live.serve_in_thread)."""
+tests.support.servers.serve_in_thread)."""
 
 from __future__ import annotations
 

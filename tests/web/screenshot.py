@@ -13,8 +13,8 @@ from playwright.sync_api import Page
 from devkit.checkpoints import save_random_checkpoint
 from service.api.app import create_app
 from service.settings import Settings
-from tests.conftest import DATA_DIR
-from tests.support.live import serve_in_thread
+from tests.support.images import DATA_DIR
+from tests.support.servers import serve_in_thread
 from tests.web.browser import (
     CHROMIUM,
     TIMEOUT_MS,

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.tools import needs
 from tests.web.browser import (
     CHROMIUM,

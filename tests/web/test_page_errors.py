@@ -15,9 +15,9 @@ from playwright.sync_api import Page, expect
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.api.conftest import scripted_engines
+from tests.support.apps import scripted_engines
 from tests.support.engines import ScriptedEngine
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.tools import needs
 from tests.web.browser import (
     CHROMIUM,

@@ -11,7 +11,7 @@ from devkit.ddcolor_checkpoints import save_random_checkpoint
 from service.api.app import create_app
 from service.engines.weights import OFFICIAL
 from service.settings import Settings
-from tests.support.live import serve_in_thread
+from tests.support.servers import serve_in_thread
 from tests.support.tools import needs
 from tests.web.browser import CHROMIUM, Recorder, choose_photo, form_fields, wait_for_result
 

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 
 from service.web import CONTENT_SECURITY_POLICY, STATIC_DIR
-from tests.api.conftest import running_app
+from tests.support.apps import running_app
 
 FILES = {
     "/static/index.html": "text/html",

@@ -59,7 +59,7 @@ def test_a_finished_job_keeps_host_memory_for_its_result_only_while_it_has_it() 
     assert host.snapshot().reserved_for_jobs == 1000 + 64 * 64 * 14
 
     j.finish(JobState.DONE, result=b"r" * 300)
-    assert host.held_by_purpose() == {"pixels": 300}, "the largest hold shrinks to the result"
+    assert host.held_by_purpose() == {"result": 300}, "the largest hold shrinks to the result"
 
     j.drop_result("sent")
     assert host.snapshot().reserved_for_jobs == 0 and j.result is None

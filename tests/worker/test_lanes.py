@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from service.memory import CudaBackend, MemoryManager
 from service.worker.worker import device_lanes
-from tests.api.conftest import running_app
+from tests.support.apps import running_app
 from tests.support.engines import ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
-from tests.support.live import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.memory import CudaBackend, MemoryManager
-from tests.api.conftest import running_app
+from tests.support.apps import running_app
 from tests.support.engines import KillWorker, ScriptedEngine
 from tests.support.fake_devices import FakeCuda, GiB
-from tests.support.live import wait_for
+from tests.support.waiting import wait_for
 
 
 def post(client: TestClient, png: bytes, **data: str):  # type: ignore[no-untyped-def]

@@ -1,12 +1,13 @@
-"""`python -m tests.reliability.server`: the service as `colorize-service serve` runs it
+"""`python -m tests.support.scripted_server`: the service as `colorize-service serve` runs it
 (DrainingServer, create_app, COLORIZE_* settings), with scripted engines, on a loopback port.
+tests/support/servers.py's `server_process` starts it.
 
 Prints `LISTENING <port>` once it accepts connections. Extra knobs, for the tests only:
 
-- RELIABILITY_DELAY_S: seconds each scripted run takes (a slow device, so queues fill).
-- RELIABILITY_GATE_FILE: the eccv16 engine holds every run until this file exists.
-- RELIABILITY_REAL_EXEMPLAR=1: "exemplar" is the real ExemplarEngine, not a scripted one.
-- RELIABILITY_CHEAP=1: the scripted networks tint in uint8 (milliseconds at 16 megapixels) and
+- SCRIPTED_DELAY_S: seconds each scripted run takes (a slow device, so queues fill).
+- SCRIPTED_GATE_FILE: the eccv16 engine holds every run until this file exists.
+- SCRIPTED_REAL_EXEMPLAR=1: "exemplar" is the real ExemplarEngine, not a scripted one.
+- SCRIPTED_CHEAP=1: the scripted networks tint in uint8 (milliseconds at 16 megapixels) and
   estimate 8 bytes per pixel: for floods where memory, not compute, is under test.
 
 It also answers `GET /_test/heap` (this wrapper's route, not the service's): what the soak needs
@@ -36,7 +37,7 @@ from service.engines.base import ColorizeRequest, Engine
 from service.engines.exemplar import ExemplarEngine
 from service.settings import load_settings
 from tests.support.engines import ScriptedEngine
-from tests.support.live import loopback_socket
+from tests.support.servers import loopback_socket
 
 
 class SlowEngine(ScriptedEngine):
@@ -71,8 +72,8 @@ def open_gate_when(path: Path, engine: ScriptedEngine) -> None:
 
 
 def build_engines(device: torch.device) -> dict[str, Engine]:
-    delay = float(os.environ.get("RELIABILITY_DELAY_S", "0"))
-    cheap = os.environ.get("RELIABILITY_CHEAP") == "1"
+    delay = float(os.environ.get("SCRIPTED_DELAY_S", "0"))
+    cheap = os.environ.get("SCRIPTED_CHEAP") == "1"
     sized = {"cheap": True, "per_pixel_bytes": 8} if cheap else {}
     eccv16 = SlowEngine(device, "eccv16", delay_s=delay, **sized)
     engines: dict[str, Engine] = {
@@ -80,13 +81,13 @@ def build_engines(device: torch.device) -> dict[str, Engine]:
         "siggraph17": SlowEngine(device, "siggraph17", takes_hints=True, delay_s=delay, **sized),
         "exemplar": (
             ExemplarEngine(device)
-            if os.environ.get("RELIABILITY_REAL_EXEMPLAR") == "1"
+            if os.environ.get("SCRIPTED_REAL_EXEMPLAR") == "1"
             else SlowEngine(
                 device, "exemplar", batchable=False, needs_reference=True, delay_s=delay
             )
         ),
     }
-    gate = os.environ.get("RELIABILITY_GATE_FILE")
+    gate = os.environ.get("SCRIPTED_GATE_FILE")
     if gate:
         open_gate_when(Path(gate), eccv16)
     return engines

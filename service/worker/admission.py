@@ -1,0 +1,227 @@
+"""From an upload to an admitted job: the one path the API and the batch command share.
+
+Every check happens here, before anything is decoded: the engine exists and is ready, the
+options suit it, the headers (format, upright size, pixel limit, mode), whether the job could
+ever fit the device's and the host's budgets, and a host reservation for the bytes it keeps
+while it waits. What comes out is a Job, or a Failure (an outcome and a detail): never a status,
+which is the API's to choose.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.engines.base import ColorizeRequest, Engine, EngineError
+from service.imaging.decode import probe_header
+from service.imaging.errors import ImageError
+from service.memory import MemoryManager, MemoryRefused, NeverFits, Reservation
+from service.outcomes import Failure, Outcome
+from service.settings import Settings
+from service.worker import stages
+from service.worker.jobs import Job, JobInput
+from service.worker.options import JobOptions
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a client sent: the bytes and how to colour them."""
+
+    image: bytes
+    options: JobOptions
+    reference: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The memory a job is admitted against: the device's, and the host's (the same manager on
+    a CPU device)."""
+
+    device: MemoryManager
+    host: MemoryManager
+
+
+def admit(
+    upload: Upload,
+    engines: Mapping[str, Engine],
+    budgets: Budgets,
+    settings: Settings,
+    *,
+    held: Reservation | None = None,
+    wait_s: float = 0.0,
+) -> Job | Failure:
+    """An admitted Job for `upload`, or why not.
+
+    `held` is host memory already reserved for the bytes (the request body's lease): it is the
+    job's from here, which keeps what it needs of it, or given back with a Failure. Without one,
+    the upload's bytes are reserved here, waiting up to `wait_s` (the API waits 0: a busy host
+    answers 503 at once).
+    """
+    outcome = _admit(upload, engines, budgets, settings, held, wait_s)
+    if isinstance(outcome, Failure) and held is not None:
+        held.release()
+    return outcome
+
+
+def _admit(
+    upload: Upload,
+    engines: Mapping[str, Engine],
+    budgets: Budgets,
+    settings: Settings,
+    held: Reservation | None,
+    wait_s: float,
+) -> Job | Failure:
+    options = upload.options
+    engine = engines.get(options.model)
+    if engine is None:
+        return Failure(
+            Outcome.UNKNOWN_MODEL,
+            f"unknown model {options.model[:64]!r}; choose from {sorted(engines)}",
+        )
+    if not engine.ready:
+        return Failure(
+            Outcome.NOT_READY,
+            f"engine {options.model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
+        )
+    if upload.reference is not None and not getattr(engine, "takes_reference", True):
+        # Decoding a reference the engine ignores would spend memory (and a grayscale one
+        # would fail the request) for nothing.
+        return Failure(
+            Outcome.INVALID_REQUEST,
+            f"engine {options.model!r} takes no reference photo; only exemplar uses one",
+        )
+    try:
+        job_input = read_input(upload, settings)
+        job = new_job(engine, job_input, options)
+    except ImageError as exc:
+        return Failure(exc.outcome, exc.message)
+    except EngineError as exc:
+        return Failure(Outcome.INVALID_REQUEST, str(exc))
+    failure = _never_fits(budgets, engine, job_input, job.estimate)
+    if failure is not None:
+        return failure
+    try:
+        if held is None:
+            held = budgets.host.reserve(job_input.nbytes, wait_s, purpose="upload")
+        else:
+            held.shrink(job_input.nbytes)
+            held.purpose = "upload"
+    except NeverFits as exc:
+        return Failure(Outcome.TOO_LARGE, f"the upload does not fit the host budget: {exc}")
+    except MemoryRefused as exc:
+        return Failure(Outcome.MEMORY_BUSY, f"host memory is busy: {exc}", 2)
+    job.hold(held)
+    return job
+
+
+def read_input(upload: Upload, settings: Settings) -> JobInput:
+    """The upload with its upright size from the headers; raises ImageError (415/413/422)."""
+    formats, max_pixels = settings.allowed_formats, settings.max_pixels
+    header = probe_header(upload.image, allowed_formats=formats, max_pixels=max_pixels)
+    pixels = header.width * header.height
+    decode = stages.decode_bytes_per_pixel(header) * pixels
+    reference_pixels = 0
+    if upload.reference is not None:
+        ref = probe_header(upload.reference, allowed_formats=formats, max_pixels=max_pixels)
+        reference_pixels = ref.width * ref.height
+        decode += stages.decode_bytes_per_pixel(ref) * reference_pixels
+    return JobInput(
+        upload.image,
+        header.width,
+        header.height,
+        upload.reference,
+        reference_pixels,
+        upload.options.hints,
+        render_size=upload.options.render_size,
+        decode_bytes=decode,
+    )
+
+
+def new_job(engine: Engine, upload: JobInput, options: JobOptions) -> Job:
+    """A Job for `upload`, validated by the engine and sized; raises InvalidRequest.
+
+    The engine judges placeholders of the decoded shapes (no pixels): the image's upright size
+    decides whether a hint is inside it, the render size is checked under its one rule.
+    """
+    reference = None if upload.reference is None else _placeholder(1, 1)
+    placeholder = ColorizeRequest(
+        image=_placeholder(upload.width, upload.height),
+        hints=upload.hints,
+        reference=reference,
+        render_size=upload.render_size,
+    )
+    engine.validate(placeholder)
+    if upload.reference is None:
+        estimate = engine.estimate(placeholder)
+    else:
+        # The exemplar's estimate counts reference pixels: the placeholder has none.
+        estimate = engine.memory_model.estimate(
+            upload.width, upload.height, 1, upload.reference_pixels
+        )
+    return Job(
+        model=engine.name,
+        input=upload,
+        estimate=estimate,
+        output_format=options.output_format,
+        quality=options.quality,
+    )
+
+
+def _placeholder(width: int, height: int) -> np.ndarray:
+    # Shape and dtype of the decoded image without its memory: engines validate against it.
+    return np.broadcast_to(np.zeros((1, 1, 3), dtype=np.uint8), (height, width, 3))
+
+
+def _never_fits(
+    budgets: Budgets, engine: Engine, job_input: JobInput, estimate: int
+) -> Failure | None:
+    """TOO_LARGE for a job that could never run: its compute or its pixels exceed a whole
+    budget (the detail names the largest image, or render size, that fits)."""
+    w, h = job_input.width, job_input.height
+    try:
+        budgets.device.check_fits(estimate)
+    except NeverFits as exc:
+        if engine.render_limits is not None:
+            return Failure(Outcome.TOO_LARGE, _render_too_large(engine, job_input, estimate, exc))
+        side = engine.memory_model.largest_square(exc.budget)
+        return Failure(
+            Outcome.TOO_LARGE,
+            f"this {w}x{h} image needs about {estimate} bytes on the device but the job budget "
+            f"is {exc.budget} bytes; the largest square image that fits for {engine.name} is "
+            f"about {side}x{side} pixels",
+        )
+    pixels = stages.decode_bytes(job_input)
+    try:
+        budgets.host.check_fits(pixels)
+    except NeverFits as exc:
+        per_pixel = max(1, job_input.decode_bytes // max(1, job_input.pixels))
+        side = math.isqrt(max(0, exc.budget - stages.FIXED_BYTES) // per_pixel)
+        return Failure(
+            Outcome.TOO_LARGE,
+            f"decoding this {w}x{h} image needs about {pixels} bytes of host memory but the "
+            f"host budget for one job is {exc.budget} bytes (COLORIZE_HOST_MEMORY_BYTES x "
+            f"COLORIZE_MEMORY_THRESHOLD, less the idle service); about {side}x{side} pixels fit",
+        )
+    return None
+
+
+def _render_too_large(engine: Engine, job_input: JobInput, estimate: int, exc: NeverFits) -> str:
+    """What to say when a job with a render size can never fit: the largest size that does."""
+    limits = engine.render_limits
+    w, h = job_input.width, job_input.height
+    size = job_input.render_size or (limits.default if limits else None)
+    largest = engine.largest_render_size(exc.budget, (w, h))
+    if largest is None:
+        fits = (
+            f"no render size fits with an image this large (the smallest, "
+            f"{limits.minimum if limits else 64}, does not): send a smaller image"
+        )
+    else:
+        fits = f"the largest render size that fits is {largest}: send render_size={largest}"
+    return (
+        f"this {w}x{h} image at render size {size} needs about {estimate} bytes on the device "
+        f"but the job budget is {exc.budget} bytes; for {engine.name} {fits}"
+    )

@@ -1,0 +1,89 @@
+"""The prepare stage: threads that decode the jobs inside the look-ahead window, shortly before
+the device needs them, each inside its own host reservation (service/worker/stages.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from service.engines.base import Engine
+from service.memory import MemoryManager
+from service.outcomes import Failure, Outcome
+from service.settings import Settings
+from service.worker import stages
+from service.worker.jobs import Job
+from service.worker.lanes import DeviceStage
+from service.worker.queue import JobQueue
+from service.worker.stats import PipelineStats
+
+
+class PreparePool:
+    """Decodes and prepares waiting jobs; a lone job goes on to the device in the same thread."""
+
+    def __init__(
+        self,
+        engines: Mapping[str, Engine],
+        host: MemoryManager,
+        settings: Settings,
+        queue: JobQueue,
+        stats: PipelineStats,
+        device: DeviceStage,
+    ) -> None:
+        self.engines = engines
+        self.host = host
+        self.settings = settings
+        self.queue = queue
+        self.stats = stats
+        self.device = device
+        self.limits = stages.DecodeLimits(
+            settings.allowed_formats, settings.max_pixels, settings.admission_wait_s
+        )
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"colorize-prepare-{i}", daemon=True)
+            for i in range(settings.prepare_workers)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float | None) -> None:
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            job = self.queue.next_to_prepare()
+            if job is None:
+                return
+            started = time.monotonic()
+            failure = self._prepare(job, started)
+            self.stats.add_busy("prepare", started)
+            self.queue.prepared(job, failure is None)
+            if failure is not None:
+                job.fail(failure.outcome, failure.detail, failure.retry_after)
+            elif self._alone(job) and self.queue.take_ready_head(job):
+                # Nothing else waits, no batch could form and a device slot is free: waking a
+                # lane, then a finish thread, would only add their wake-ups to its latency.
+                try:
+                    self.device.run([job], inline_finish=True)
+                except BaseException:
+                    return  # the device stage died and said so; this thread ends with it
+
+    def _alone(self, job: Job) -> bool:
+        """Whether `job` can only ever run as a batch of one (so no batch is worth waiting for)."""
+        engine = self.engines.get(job.model)
+        return self.device.batch_max_size == 1 or engine is None or not engine.batchable
+
+    def _prepare(self, job: Job, started: float) -> Failure | None:
+        engine = self.engines.get(job.model)
+        if job.told is not None:
+            return Failure(job.told, "nobody waits for the result any more")
+        if started - job.created > self.settings.job_timeout_s:
+            # Past its time already: decoding it would only spend memory on a 504.
+            return Failure(Outcome.TIMEOUT, "the job waited longer than the job time limit")
+        if engine is None:
+            return Failure(Outcome.INVALID_REQUEST, f"no model {job.model}")
+        return stages.prepare(job, engine, self.host, self.limits)

@@ -1,0 +1,244 @@
+"""The queue of admitted jobs: FIFO order, each job's prepare state, the look-ahead window and
+the device slots, all under one condition that every stage waits on.
+
+It holds uploads, not pixels: only the first `lookahead` jobs are decoded (service/worker/
+preparing.py), so a long queue costs its compressed bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from service.engines.base import Engine
+from service.outcomes import Outcome
+from service.worker.jobs import Job
+
+
+class WorkerUnavailable(Exception):
+    """The worker cannot take a job now: queue full, draining, or dead."""
+
+    outcome = Outcome.QUEUE_FULL
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class QueueFull(WorkerUnavailable):
+    outcome = Outcome.QUEUE_FULL
+
+
+class Draining(WorkerUnavailable):
+    outcome = Outcome.SHUTDOWN
+
+
+class WorkerDead(WorkerUnavailable):
+    outcome = Outcome.WORKER_DEAD
+
+
+class JobQueue:
+    """Waiting jobs and what the stages are doing with them; `cond` guards all of it."""
+
+    def __init__(self, capacity: int, lookahead: int, device_slots: int) -> None:
+        self.capacity = capacity
+        self.lookahead = lookahead
+        self.device_slots = device_slots
+        """Batches that may be on the device at once: one per lane."""
+        self.cond = threading.Condition()
+        self.stopping = False
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._on_device = 0
+        self._finishing = 0
+
+    # -- reading (takes the lock) ------------------------------------------------------------
+
+    def depth(self) -> int:
+        with self.cond:
+            return len(self._waiting)
+
+    def running(self) -> int:
+        with self.cond:
+            return len(self._running)
+
+    def position(self, job: Job) -> int | None:
+        """1-based place of a waiting job (None if it is not waiting)."""
+        with self.cond:
+            for i, waiting in enumerate(self._waiting):
+                if waiting is job:
+                    return i + 1
+        return None
+
+    def stage_depths(self) -> dict[str, int]:
+        """Jobs in each stage: waiting or decoding, ready or on the device, finishing."""
+        with self.cond:
+            ready = sum(1 for j in self._waiting if j.prepare_state == "ready")
+            return {
+                "prepare": len(self._waiting) - ready,
+                "device": ready + len(self._running),
+                "finish": self._finishing,
+            }
+
+    # -- changing (takes the lock) -----------------------------------------------------------
+
+    def put_locked(self, job: Job) -> None:
+        """Append `job`; the caller holds `cond` and has checked that the worker may take it."""
+        self._waiting.append(job)
+        self.cond.notify_all()
+
+    def is_full_locked(self) -> bool:
+        return len(self._waiting) >= self.capacity
+
+    def waiting_locked(self) -> int:
+        return len(self._waiting)
+
+    def remove(self, job: Job) -> bool:
+        """Take a waiting job out; False if it is no longer waiting."""
+        with self.cond:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False
+            self.cond.notify_all()
+            return True
+
+    def take_all(self) -> list[Job]:
+        """Empty the queue (draining, or the device lanes died) and return what waited."""
+        with self.cond:
+            taken, self._waiting = list(self._waiting), deque()
+            self.cond.notify_all()
+            return taken
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    # -- the prepare stage -------------------------------------------------------------------
+
+    def next_to_prepare(self) -> Job | None:
+        """Wait for a job inside the look-ahead window that nobody prepares; None once stopping."""
+        with self.cond:
+            while True:
+                for i, job in enumerate(self._waiting):
+                    if i >= self.lookahead:
+                        break
+                    if job.prepare_state == "waiting":
+                        job.prepare_state = "preparing"
+                        return job
+                if self.stopping:
+                    return None
+                self.cond.wait()
+
+    def prepared(self, job: Job, ok: bool) -> None:
+        """The prepare stage is done with `job`: ready for the device, or out of the queue."""
+        with self.cond:
+            if ok:
+                job.prepare_state = "ready"
+            elif job in self._waiting:
+                self._waiting.remove(job)
+            self.cond.notify_all()
+
+    # -- the device stage --------------------------------------------------------------------
+
+    def next_batch(
+        self,
+        engines: Mapping[str, Engine],
+        max_size: int,
+        max_wait_s: float,
+        budget: Callable[[], int],
+    ) -> list[Job] | None:
+        """Wait for the head job to be ready and a device slot to be free; take it with up to
+        `max_size - 1` ready jobs of the same engine and batch key whose estimates fit `budget`
+        together (waiting up to `max_wait_s` for them). None once stopping."""
+        with self.cond:
+            while not self._head_ready() or self._on_device >= self.device_slots:
+                if self.stopping:
+                    return None
+                self.cond.wait()
+            first = self._waiting.popleft()
+            batch = [first]
+            engine = engines.get(first.model)
+            limit = max_size if engine is not None and engine.batchable else 1
+            deadline = time.monotonic() + max_wait_s
+            while len(batch) < limit:
+                self._take_same_key(batch, engine, limit, budget())
+                remaining = deadline - time.monotonic()
+                if len(batch) >= limit or remaining <= 0 or self.stopping:
+                    break
+                self.cond.wait(remaining)
+            self._on_device += 1
+            self._running.extend(batch)
+            # The look-ahead window slid: the preparers may start on the jobs now inside it.
+            self.cond.notify_all()
+            return batch
+
+    def take_ready_head(self, job: Job) -> bool:
+        """Take `job` as a batch of one if it is the only job waiting, is ready and a device
+        slot is free (its preparer then runs it instead of waking a lane); False otherwise.
+
+        Only alone: jobs behind it may share its forward pass, which is the lanes' to form.
+        """
+        with self.cond:
+            if not (len(self._waiting) == 1 and self._waiting[0] is job and self._head_ready()):
+                return False
+            if self._on_device >= self.device_slots or self.stopping:
+                return False
+            self._waiting.popleft()
+            self._on_device += 1
+            self._running.append(job)
+            self.cond.notify_all()
+            return True
+
+    def ready_waiting(self) -> bool:
+        """Whether a prepared job waits for the device (finishing inline would delay it)."""
+        with self.cond:
+            return self._head_ready()
+
+    def off_device(self, batch: list[Job]) -> None:
+        """The batch left the device (its outputs went to the finish stage, or it failed)."""
+        with self.cond:
+            for job in batch:
+                if job in self._running:
+                    self._running.remove(job)
+            self._on_device -= 1
+            self.cond.notify_all()
+
+    # -- the finish stage --------------------------------------------------------------------
+
+    def finishing(self, delta: int) -> None:
+        with self.cond:
+            self._finishing += delta
+
+    # -- internals (lock held) -----------------------------------------------------------------
+
+    def _head_ready(self) -> bool:
+        return bool(self._waiting) and self._waiting[0].prepare_state == "ready"
+
+    def _take_same_key(
+        self, batch: list[Job], engine: Engine | None, limit: int, budget: int
+    ) -> None:
+        total = sum(j.estimate for j in batch)
+        key = _batch_key(engine, batch[0])
+        for job in list(self._waiting):
+            if len(batch) >= limit:
+                return
+            if (
+                job.prepare_state == "ready"
+                and job.model == batch[0].model
+                and _batch_key(engine, job) == key
+                and total + job.estimate <= budget
+            ):
+                self._waiting.remove(job)
+                batch.append(job)
+                total += job.estimate
+
+
+def _batch_key(engine: Engine | None, job: Job) -> object:
+    if engine is None or job.request is None:
+        return None
+    return engine.batch_key(job.request)
