@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from bench.inputs import data_dir
+from devkit.checkpoints import make_random_network
 from service.engines import fixed
 from service.engines.fast import TOLERANCE, FastPath, Tolerance, precision_error, probe_lightness
-from service.engines.weights import make_random_network
 
 NO_LIMIT = Tolerance(math.inf, math.inf)
 PHOTOS = ("astronaut.png", "coffee.png")

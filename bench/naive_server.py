@@ -24,7 +24,8 @@ from PIL import Image
 
 from service.device import resolve_device
 from service.engines.base import ColorizeRequest, Engine, EngineNotReady
-from service.engines.registry import ENGINE_NAMES, create_engine
+from service.engines.catalog import ENGINE_NAMES
+from service.engines.registry import create_engine
 from service.imaging.encode import encode_image
 from service.settings import load_settings
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from bench.fastpath import forward_of
+from devkit.checkpoints import make_random_network
 from service.engines.fast import PRECISIONS, FastPath, Precision
-from service.engines.weights import make_random_network
 
 
 def check(model: str, device: torch.device, precision: Precision) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.checkpoints import save_random_checkpoint
 from service.engines import weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def make_weights(directory: Path, models: Iterable[str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for model in models:
         if not weights.weights_path(model, directory).is_file():
-            weights.save_random_checkpoint(model, directory)
+            save_random_checkpoint(model, directory)
     return directory
 
 

@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 
 from service.engines.base import ColorizeRequest
-from service.engines.exemplar import (
+from service.engines.colour_transfer import (
     SOFT_MATCH,
     WELSH_2002,
-    ExemplarEngine,
     TransferOptions,
     lab_to_rgb_in_gamut,
 )
+from service.engines.exemplar import ExemplarEngine
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
 
 DATA_DIR = Path(skimage.__file__).parent / "data"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,7 +11,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-MODEL_NAMES = ("eccv16", "siggraph17", "exemplar", "ddcolor", "ddcolor-artistic", "ddcolor-tiny")
+from service.engines.catalog import ENGINE_NAMES
+
 RENDER_SIZE_MULTIPLE = 32
 """DDColor's encoder stride: render sizes are multiples of it."""
 MIN_RENDER_SIZE = 64
@@ -47,9 +47,8 @@ class Settings(BaseSettings):
     fetch_missing_timeout_s: float = Field(default=300.0, gt=0.0)
     """How long that start-up download may take in all; past it the service starts without the
     model, and the part downloaded so far is resumed by the next start or `fetch-weights`."""
-    default_model: Literal[
-        "eccv16", "siggraph17", "exemplar", "ddcolor", "ddcolor-artistic", "ddcolor-tiny"
-    ] = "eccv16"
+    default_model: str = "eccv16"
+    """The engine a request names none gets (any name in service/engines/catalog.py)."""
     ddcolor_render_size: int = 256
     """Side of the square the DDColor engines render at when a request names none (a multiple
     of 32 from 64 to COLORIZE_MAX_RENDER_SIZE). 256 is the size the models were trained at;
@@ -155,6 +154,13 @@ class Settings(BaseSettings):
             return v
         raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
 
+    @field_validator("default_model")
+    @classmethod
+    def _model_is_known(cls, value: str) -> str:
+        if value not in ENGINE_NAMES:
+            raise ValueError(f"unknown model {value!r}; choose from {', '.join(ENGINE_NAMES)}")
+        return value
+
     @field_validator("allowed_formats", mode="before")
     @classmethod
     def _formats_are_known(cls, value: object) -> tuple[str, ...]:
@@ -220,9 +226,3 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
     except SourceError as exc:  # a value the environment source could not even parse
         raise SettingsError(f"invalid configuration: {exc}") from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (the API's dependency; tests build their own)."""
-    return load_settings()

@@ -75,7 +75,7 @@ def ddcolor_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     DDColor-L's file is 912 MB: one is generated (seed 0) and linked under both L names.
     """
-    from service.engines.ddcolor.checkpoint import save_random_checkpoint
+    from devkit.ddcolor_checkpoints import save_random_checkpoint
     from service.engines.weights import OFFICIAL
 
     directory = tmp_path_factory.mktemp("ddcolor-weights")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from service.engines.catalog import ENGINE_NAMES
 from service.settings import Settings, SettingsError, default_weights_dir, load_settings
 
 BAD = [
@@ -33,6 +34,21 @@ def test_a_bad_variable_fails_fast_naming_it(
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert var in str(info.value) and repr(value) in str(info.value)
+
+
+def test_an_unknown_default_model_lists_every_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLORIZE_DEFAULT_MODEL", "dalle")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "COLORIZE_DEFAULT_MODEL" in message and "unknown model 'dalle'" in message
+    assert "choose from " + ", ".join(ENGINE_NAMES) in message
+
+
+def test_every_engine_can_be_the_default() -> None:
+    assert [Settings(default_model=name).default_model for name in ENGINE_NAMES] == list(
+        ENGINE_NAMES
+    )
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

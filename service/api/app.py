@@ -26,8 +26,9 @@ from service.api.state import ServiceState
 from service.device import resolve_device
 from service.engines.base import Engine, EngineNotReady
 from service.engines.bootstrap import fetch_missing
+from service.engines.catalog import ENGINE_NAMES
 from service.engines.fast import FastPath
-from service.engines.registry import ENGINE_NAMES, create_engine, render_limits
+from service.engines.registry import create_engine, render_limits
 from service.imaging.encode import encode_image
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager

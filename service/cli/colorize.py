@@ -30,7 +30,8 @@ from service.engines.base import (
     InvalidRequest,
 )
 from service.engines.bootstrap import fetch_missing
-from service.engines.registry import ENGINE_NAMES, create_engine, render_limits
+from service.engines.catalog import ENGINE_NAMES
+from service.engines.registry import create_engine, engine_class, render_limits
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
 from service.imaging.errors import ImageError
@@ -163,10 +164,12 @@ def colorize_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         return _fail(EXIT_USAGE, str(exc))
     model: str = args.model or settings.default_model
-    if model == "exemplar" and args.reference is None:
-        return _fail(EXIT_USAGE, "the exemplar model needs --reference IMG (a colour photo)")
-    if model != "exemplar" and args.reference is not None:
-        return _fail(EXIT_USAGE, f"--reference is only used by the exemplar model, not {model}")
+    takes_reference = engine_class(model).takes_reference
+    if takes_reference and args.reference is None:
+        return _fail(EXIT_USAGE, f"the {model} model needs --reference IMG (a colour photo)")
+    if not takes_reference and args.reference is not None:
+        takers = ", ".join(n for n in ENGINE_NAMES if engine_class(n).takes_reference)
+        return _fail(EXIT_USAGE, f"--reference is only used by the {takers} model, not {model}")
     try:
         device = resolve_device(args.device or settings.device)
     except (ValueError, RuntimeError) as exc:

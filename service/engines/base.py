@@ -1,4 +1,4 @@
-"""What every colorization engine is: a memory model, readiness, and a batched `run`."""
+"""What every colorization engine is: requests, a memory model, readiness, and three stages."""
 
 from __future__ import annotations
 
@@ -126,15 +126,25 @@ class InvalidRequest(EngineError):
 
 
 class Engine(ABC):
-    """A colorizer bound to one device. `load` may be slow; `run` is called by one thread only."""
+    """A colorizer bound to one device, run by the worker in three stages.
+
+    `prepare` (a CPU pool) -> `forward` (a device thread) -> `finish` (a CPU pool): the stage
+    methods are the contract, and `forward` is the one every engine implements. Stages of
+    different jobs run at once in different threads (on a CPU device, by default, two forward
+    passes too), so an engine keeps nothing between calls. `load` may be slow and comes first.
+    """
 
     name: str
-    """Registry name (eccv16, siggraph17, exemplar)."""
+    """Its name in the catalog (service/engines/catalog.py), which requests and settings use."""
     batchable: bool = False
-    """True when several requests can share one forward pass (fixed-size network input)."""
+    """True when several requests can share one forward pass (a network with a square input)."""
     needs_weights: bool = True
     takes_render_size: bool = False
     """True when a request may choose the network's square input side (`render_limits`)."""
+    takes_reference: bool = False
+    """True when the engine colours from a reference photo, which each request must then carry."""
+    takes_hints: bool = False
+    """True when a request may carry colour hints (points that should have a given colour)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -151,7 +161,7 @@ class Engine(ABC):
     @property
     @abstractmethod
     def ready(self) -> bool:
-        """Whether `run` can be called now."""
+        """Whether `forward` can be called now."""
 
     @property
     def not_ready_reason(self) -> str | None:
@@ -184,10 +194,15 @@ class Engine(ABC):
         The API calls it at upload with placeholder arrays of the decoded shapes (no pixels),
         and the prepare stage again with the decoded image.
         """
-        if request.hints:
+        if request.hints and not self.takes_hints:
             raise InvalidRequest(f"engine {self.name!r} does not take hints")
         if request.render_size is not None:
-            raise InvalidRequest(f"engine {self.name!r} does not take a render size")
+            limits = self.render_limits
+            if limits is None:
+                raise InvalidRequest(f"engine {self.name!r} does not take a render size")
+            limits.check(request.render_size)
+        if request.reference is None and self.takes_reference:
+            raise InvalidRequest(f"the {self.name} engine needs a reference image")
 
     @property
     def render_limits(self) -> RenderLimits | None:
@@ -206,21 +221,24 @@ class Engine(ABC):
         return None
 
     # -- the stages: prepare (CPU pool) -> forward (device thread) -> finish (CPU pool) ----------
-    # By default everything happens in `forward` (which is `run`); an engine that can move CPU
-    # work off the device thread overrides the three together.
 
     def prepare(self, request: ColorizeRequest) -> object | None:
         """CPU work before the device (resize to the network input...); default: none."""
         return None
 
+    @abstractmethod
     def forward(
         self,
         requests: Sequence[ColorizeRequest],
         prepared: Sequence[object | None],
         chunk_bytes: int | None = None,
     ) -> list[object]:
-        """The device stage: one output per request, each final (an image) or for `finish`."""
-        return list(self.run(requests, chunk_bytes))
+        """The device stage: one output per request, each final (an image) or for `finish`.
+
+        `prepared` holds `prepare`'s result for each request (one forward pass where
+        batchable). `chunk_bytes` bounds the working memory of engines that work in chunks or
+        bands; the worker passes a smaller value when it retries after running out of memory.
+        """
 
     def finish(
         self, request: ColorizeRequest, output: object, chunk_bytes: int | None = None
@@ -238,12 +256,10 @@ class Engine(ABC):
         """Bytes the finish stage reserves for `request` beyond its pixels (0: none)."""
         return 0
 
-    @abstractmethod
     def run(
         self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
     ) -> list[np.ndarray]:
-        """Colorize `requests` (one forward pass where batchable); RGB uint8 of each input's size.
-
-        `chunk_bytes` bounds the working memory of engines that process in chunks (exemplar); the
-        worker passes a smaller value when it retries after an out-of-memory error.
-        """
+        """The three stages in this thread (tests, benchmarks): RGB uint8 of each input's size."""
+        prepared = [self.prepare(r) for r in requests]
+        outputs = self.forward(requests, prepared, chunk_bytes)
+        return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]

@@ -9,7 +9,6 @@ batched: full-resolution work happens one image at a time, so its memory is one 
 from __future__ import annotations
 
 import functools
-import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -27,11 +26,10 @@ from service.engines.base import (
     InvalidRequest,
     MemoryModel,
 )
-from service.engines.loaded import NetworkEngine, check_image, deterministic_convolutions
+from service.engines.fast import Accelerated
+from service.engines.loaded import NetworkEngine, check_image
 from service.engines.networks import INPUT_SIZE
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
-
-logger = logging.getLogger(__name__)
 
 # Memory constants, measured on CPU (float32, torch 2.13) as the peak bytes of live tensor
 # storages, tracked op by op with a TorchDispatchMode while `run` executes (resident weights not
@@ -58,16 +56,11 @@ _PROBE_REQUEST = ColorizeRequest(np.zeros((1, 1, 3), dtype=np.uint8))
 """Stands for each item of the precision probe (no hints): `predict` only reads its hints."""
 
 
-class FixedInputEngine(NetworkEngine):
+class FixedInputEngine(NetworkEngine[np.ndarray]):
     """A published network with a fixed 256x256 input; subclasses build it and call it."""
 
-    batchable = True
     item_bytes: ClassVar[int]
     """Measured activation bytes of one item's forward pass (see the module constants)."""
-
-    @abstractmethod
-    def build_network(self) -> nn.Module:
-        """A fresh, untrained network in the official layout."""
 
     @abstractmethod
     def predict(
@@ -83,19 +76,13 @@ class FixedInputEngine(NetworkEngine):
             notes="measured peak of live tensors plus margin; see service/engines/fixed.py",
         )
 
-    def load(self) -> None:
-        """Read the checkpoint, check its layout and move the network to the device."""
-        if self.ready:
-            return
+    def read_state(self) -> dict[str, torch.Tensor]:
         try:
-            state = weights.load_state_dict(self.name, self.weights_dir)
+            return weights.load_state_dict(self.name, self.weights_dir)
         except weights.WeightsError as exc:
-            self._load_error = str(exc)
             raise EngineNotReady(self.name, str(exc)) from exc
-        self.install(self.build_network, state, self._probe)
 
-    def _probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
-        """ab of the network for L (N,1,256,256), no hints: the fast path's precision check."""
+    def probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
         return self.predict(network, lightness, [_PROBE_REQUEST] * lightness.shape[0])
 
     def validate(self, request: ColorizeRequest) -> None:
@@ -104,63 +91,36 @@ class FixedInputEngine(NetworkEngine):
             raise InvalidRequest(
                 f"engine {self.name!r} renders at a fixed 256x256 and takes no render size"
             )
-        if request.hints:
-            self.validate_hints(request)
-
-    def validate_hints(self, request: ColorizeRequest) -> None:
-        """Raise InvalidRequest for hints this engine cannot use; by default it takes none."""
-        raise InvalidRequest(f"engine {self.name!r} does not take hints")
+        super().validate(request)
 
     def prepare(self, request: ColorizeRequest) -> np.ndarray:
         """The photo stretched to the network input (Pillow bicubic), on the CPU."""
         self.validate(request)
         return _resize_rgb(request.image)
 
-    def forward(
+    def predict_ab(
         self,
+        network: nn.Module,
+        accelerated: Accelerated,
         requests: Sequence[ColorizeRequest],
-        prepared: Sequence[object | None],
-        chunk_bytes: int | None = None,
-    ) -> list[object]:
-        """One forward pass; ab (1,2,256,256) per request, or the joined image on a GPU."""
-        network, accelerated = self.loaded()
-        if not requests:
-            return []
-        resized = [
-            p if isinstance(p, np.ndarray) else self.prepare(r)
-            for r, p in zip(requests, prepared, strict=True)
-        ]
-        with torch.inference_mode(), deterministic_convolutions():
-            lightness = _lightness(accelerated.upload(np.stack(resized)))
-            with accelerated.autocast():
-                ab = self.predict(network, lightness, requests)
-            # Back to float32 (a no-op unless autocast ran) and the default memory format, so
-            # the full-resolution work is the same whatever the fast path did.
-            ab = ab.float().contiguous()
-            del lightness
-            if self.joins_on_host:
-                return [ab[i : i + 1].clone() for i in range(len(requests))]
-            band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
-            return [
-                _full_resolution_rgb(r.image, ab[i : i + 1], band_bytes, accelerated.upload)
-                for i, r in enumerate(requests)
-            ]
+        inputs: Sequence[np.ndarray],
+    ) -> torch.Tensor:
+        lightness = _lightness(accelerated.upload(np.stack(inputs)))
+        with accelerated.autocast():
+            return self.predict(network, lightness, requests)
 
     def join(
         self, request: ColorizeRequest, ab: torch.Tensor, chunk_bytes: int | None
     ) -> np.ndarray:
+        _, accelerated = self.loaded()
         band_bytes = self.item_bytes if chunk_bytes is None else chunk_bytes
-        return _full_resolution_rgb(request.image, ab, band_bytes)
+        return _full_resolution_rgb(request.image, ab, band_bytes, accelerated.upload)
 
-    def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
-        if self.joins_on_host:
-            return batch * self.item_bytes
-        return self.estimate(request, batch)
+    def forward_bytes(self, request: ColorizeRequest, batch: int = 1) -> int:
+        return batch * self.item_bytes
 
-    def finish_estimate(self, request: ColorizeRequest) -> int:
+    def join_bytes(self, request: ColorizeRequest) -> int:
         # The whole-image tensors plus one band, which may use what one forward item used.
-        if not self.joins_on_host:
-            return 0
         w, h = request.size
         return POST_PIXEL_BYTES * w * h + self.item_bytes
 

@@ -1,26 +1,18 @@
-"""The engines by name; each module is imported only when its engine is built."""
+"""Engines built by name (service/engines/catalog.py); each module is imported only when its
+engine is built."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
 import torch
 
 from service.engines.base import Engine, RenderLimits
+from service.engines.catalog import ENGINE_NAMES, ENGINES
 from service.engines.fast import FastPath
 from service.settings import MIN_RENDER_SIZE, RENDER_SIZE_MULTIPLE, Settings
-
-ENGINE_NAMES = ("eccv16", "siggraph17", "exemplar", "ddcolor", "ddcolor-artistic", "ddcolor-tiny")
-
-_CLASSES = {
-    "eccv16": ("service.engines.eccv16", "Eccv16Engine"),
-    "siggraph17": ("service.engines.siggraph17", "Siggraph17Engine"),
-    "exemplar": ("service.engines.exemplar", "ExemplarEngine"),
-    "ddcolor": ("service.engines.ddcolor.engine", "DDColorLarge"),
-    "ddcolor-artistic": ("service.engines.ddcolor.engine", "DDColorArtistic"),
-    "ddcolor-tiny": ("service.engines.ddcolor.engine", "DDColorTiny"),
-}
 
 
 def render_limits(settings: Settings) -> RenderLimits:
@@ -37,6 +29,16 @@ class UnknownEngine(KeyError):
     """No engine has that name."""
 
 
+def engine_class(name: str) -> type[Engine]:
+    """The class of the engine called `name` (its module imported now); UnknownEngine if none."""
+    try:
+        module_name, class_name = ENGINES[name]
+    except KeyError:
+        raise UnknownEngine(f"unknown model {name!r}; choose from {list(ENGINE_NAMES)}") from None
+    cls: type[Engine] = getattr(import_module(module_name), class_name)
+    return cls
+
+
 def create_engine(
     name: str,
     device: torch.device,
@@ -46,16 +48,11 @@ def create_engine(
 ) -> Engine:
     """Build (but do not load) the engine called `name`; `fast` applies to the networks,
     `render` to the engines that take a render size (DDColor)."""
-    try:
-        module_name, class_name = _CLASSES[name]
-    except KeyError:
-        raise UnknownEngine(f"unknown model {name!r}; choose from {list(ENGINE_NAMES)}") from None
-    cls = getattr(import_module(module_name), class_name)
-    engine: Engine
+    cls = engine_class(name)
+    # Constructors take what their engine needs, which its flags say.
+    build: Callable[..., Engine] = cls
     if not cls.needs_weights:
-        engine = cls(device)
-    elif cls.takes_render_size:
-        engine = cls(device, weights_dir, fast, render)
-    else:
-        engine = cls(device, weights_dir, fast)
-    return engine
+        return build(device)
+    if cls.takes_render_size:
+        return build(device, weights_dir, fast, render)
+    return build(device, weights_dir, fast)

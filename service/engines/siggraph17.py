@@ -18,12 +18,14 @@ class Siggraph17Engine(FixedInputEngine):
 
     name = "siggraph17"
     item_bytes = SIGGRAPH17_ITEM_BYTES
+    takes_hints = True
 
     def build_network(self) -> nn.Module:
         return SIGGRAPH17Net()
 
-    def validate_hints(self, request: ColorizeRequest) -> None:
+    def validate(self, request: ColorizeRequest) -> None:
         """Each hint must lie inside the image and have an 8-bit RGB colour."""
+        super().validate(request)
         width, height = request.size
         for index, hint in enumerate(request.hints):
             if not (0 <= hint.x < width and 0 <= hint.y < height):

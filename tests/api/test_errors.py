@@ -9,12 +9,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service.engines import weights
+from devkit.checkpoints import save_random_checkpoint
 from service.engines.base import Engine
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.exemplar import ExemplarEngine
-from service.engines.fast import FastPath, SpeedCheck
+from service.engines.fast import FastPath
 from service.engines.siggraph17 import Siggraph17Engine
+from service.engines.speed import SpeedCheck
 from service.memory import CudaBackend, MemoryManager
 from service.settings import Settings
 from tests.support.apps import running_app
@@ -198,7 +199,7 @@ def test_models_name_the_pixel_limit_when_it_is_the_smaller_bound() -> None:
 
 def test_models_report_the_precision_in_use_and_why(tmp_path: Path) -> None:
     cpu = torch.device("cpu")
-    weights.save_random_checkpoint("eccv16", tmp_path)
+    save_random_checkpoint("eccv16", tmp_path)
     # bf16 "slower" on any CPU: the speed check runs as in production, on scripted timings.
     slower = SpeedCheck(timer=ScriptedTimer(fp32=0.001, bf16=0.010))
     engines: dict[str, Engine] = {

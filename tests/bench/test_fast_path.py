@@ -1,5 +1,5 @@
-"""The fast path (service/engines/fast.py): each step guarded by device, precision chosen by speed
-and accuracy.
+"""The fast path (service/engines/fast.py and speed.py): each step guarded by device, precision
+chosen by speed and accuracy.
 
 On the CPU: channels_last changes outputs by rounding only; reduced precision is timed on one
 piece of the network before anything else runs in it, and refused when it is not faster (where
@@ -24,18 +24,15 @@ import torch
 from torch import nn
 
 from bench.fastpath import forward_of, photos_lightness
+from devkit.checkpoints import make_random_network
 from service.engines.fast import (
     TOLERANCE,
     FastPath,
-    Piece,
-    SpeedCheck,
     Tolerance,
-    heaviest_piece,
-    measure_speed,
     precision_error,
     probe_lightness,
 )
-from service.engines.weights import make_random_network
+from service.engines.speed import Piece, SpeedCheck, heaviest_piece, measure_speed
 from tests.support.cpu import lacks_native_bf16, needs_native_bf16
 from tests.support.timing import ScriptedTimer, bf16_faster
 

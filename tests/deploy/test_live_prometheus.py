@@ -22,7 +22,7 @@ import uvicorn
 import yaml
 
 from service.api.app import create_app
-from service.engines.registry import ENGINE_NAMES
+from service.engines.catalog import ENGINE_NAMES
 from service.settings import Settings
 from tests.deploy.dockerfile import instructions, read
 from tests.deploy.promql import metric_names, sample_names

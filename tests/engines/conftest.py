@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.engines.ddcolor.checkpoint import load_network, save_random_checkpoint
+from devkit.ddcolor_checkpoints import load_network, save_random_checkpoint
 from service.engines.ddcolor.network import DDColor
 from service.engines.eccv16 import Eccv16Engine
 from service.engines.fixed import FixedInputEngine

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from devkit.ddcolor_checkpoints import load_network
 from service.engines.ddcolor.checkpoint import (
     HEAD_CLS_KEYS,
     CheckpointCorrupt,
     CheckpointMismatch,
     load_checkpoint,
-    load_network,
 )
 
 State = dict[str, torch.Tensor]

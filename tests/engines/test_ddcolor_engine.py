@@ -18,10 +18,11 @@ from service.engines.base import (
     InvalidRequest,
     RenderLimits,
 )
+from service.engines.catalog import ENGINE_NAMES
 from service.engines.ddcolor import memory
 from service.engines.ddcolor.engine import DDColorEngine, DDColorLarge, DDColorTiny
 from service.engines.fast import FastPath, Tolerance
-from service.engines.registry import ENGINE_NAMES, create_engine
+from service.engines.registry import create_engine
 from service.engines.weights import OFFICIAL
 from tests.support.cpu import lacks_native_bf16, needs_native_bf16
 from tests.support.timing import bf16_faster

@@ -84,12 +84,6 @@ def test_ab_inside_the_limits_is_untouched() -> None:
     torch.testing.assert_close(lab[:, 1:], ab, atol=1e-2, rtol=0)
 
 
-@pytest.mark.parametrize("size", [0, 48, 100, -32])
-def test_render_size_must_be_a_multiple_of_32(astronaut: np.ndarray, size: int) -> None:
-    with pytest.raises(ValueError, match="multiple of 32"):
-        render_input(astronaut, size)
-
-
 def test_batched_inputs_stack(astronaut: np.ndarray, coffee: np.ndarray) -> None:
     batch = torch.cat([render_input(astronaut, 64), render_input(coffee, 64)])
     assert batch.shape == (2, 3, 64, 64)

@@ -17,7 +17,7 @@ from skimage import color
 
 from devkit import exemplar_quality as quality
 from devkit.tensor_memory import LiveTensorBytes
-from service.engines import exemplar
+from service.engines import colour_transfer
 from service.engines.base import ColorizeRequest, Hint, InvalidRequest
 from service.engines.exemplar import ExemplarEngine
 from service.engines.registry import create_engine
@@ -162,7 +162,7 @@ def test_the_seed_moves_the_samples(coffee: np.ndarray) -> None:
     # The sampling is random but seeded; another seed is another sample (so the test above
     # would notice unseeded sampling).
     request = ColorizeRequest(quality.grayscale(small(coffee)), reference=small(coffee, 3))
-    reseeded = dataclasses.replace(exemplar.SOFT_MATCH, seed=1)
+    reseeded = dataclasses.replace(colour_transfer.SOFT_MATCH, seed=1)
     first = ExemplarEngine(CPU).run([request])[0]
     other = ExemplarEngine(CPU, reseeded).run([request])[0]
     assert not np.array_equal(first, other)
@@ -171,13 +171,13 @@ def test_the_seed_moves_the_samples(coffee: np.ndarray) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        pytest.param(exemplar.SOFT_MATCH, id="soft match"),
-        pytest.param(exemplar.WELSH_2002, id="welsh 2002"),
+        pytest.param(colour_transfer.SOFT_MATCH, id="soft match"),
+        pytest.param(colour_transfer.WELSH_2002, id="welsh 2002"),
     ],
 )
 @pytest.mark.parametrize("chunk_bytes", [256 * 1024, MiB], ids=["256 KiB", "1 MiB"])
 def test_chunking_does_not_change_the_result(
-    coffee: np.ndarray, options: exemplar.TransferOptions, chunk_bytes: int
+    coffee: np.ndarray, options: colour_transfer.TransferOptions, chunk_bytes: int
 ) -> None:
     # Stripes read enough neighbouring rows for their own rows to be exact, and chunks of
     # pixels are matched independently: the budget changes memory and speed, never pixels.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from devkit.checkpoints import save_random_checkpoint
 from service.cli import fetch as fetch_cli
 from service.cli.main import main
 from service.engines import filelock, weights
@@ -28,6 +29,7 @@ from service.engines.weights import (
     WeightsCorrupt,
     WeightsMismatch,
     WeightsNotFound,
+    download,
 )
 from tests.support.weights_server import (
     WeightsServer,
@@ -147,7 +149,7 @@ def test_ddcolor_names_are_located_but_not_loaded_here(model: str, tmp_path: Pat
     (tmp_path / entry.filename).write_bytes(b"a DDColor checkpoint")
     assert weights.locate(model, tmp_path) == tmp_path / entry.filename
     # Its own package reads it: this module's loader and generator name what they cover.
-    for call in (weights.load_state_dict, weights.save_random_checkpoint):
+    for call in (weights.load_state_dict, save_random_checkpoint):
         with pytest.raises(
             UnknownModel,
             match=f"no network for model '{model}' here; .* eccv16, siggraph17 checkpoints only",
@@ -438,7 +440,7 @@ def ddcolor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weights
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weights, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
 
 
 def fetch_tiny(server: WeightsServer, dest: Path, base_url: str | None = None) -> list[Path]:
@@ -466,7 +468,7 @@ def test_a_second_run_resumes_what_the_first_left(
     ddcolor_server: WeightsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entry = ddcolor_server.manifest["ddcolor-tiny"]
-    monkeypatch.setattr(weights, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(download, "MAX_ATTEMPTS", 1)
     ddcolor_server.cut_after[entry.filename] = 1_000_000
     with pytest.raises(DownloadError, match=r"broke off after 1000000 of .* kept in .*resumes"):
         fetch_tiny(ddcolor_server, tmp_path)

@@ -19,9 +19,10 @@ import torch
 from fastapi.testclient import TestClient
 
 import service.api.app as app_module
+from devkit.checkpoints import save_random_checkpoint
 from service.engines.base import ColorizeRequest, EngineNotReady, InvalidRequest
 from service.engines.eccv16 import Eccv16Engine
-from service.engines.weights import save_random_checkpoint, weights_path
+from service.engines.weights import weights_path
 from service.settings import Settings
 from tests.support.apps import running_app
 from tests.support.engines import KillWorker, ScriptedEngine
@@ -129,17 +130,20 @@ class FailsMidway(ScriptedEngine):
         self.errors = list(errors)
         self.partials: list[weakref.ref[torch.Tensor]] = []
 
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
         if self.errors:
             # Part of the colour conversion is done: these tensors are alive when it fails.
-            done = super().run(requests[:1], chunk_bytes)
+            done = super().forward(requests[:1], prepared[:1], chunk_bytes)
             work = torch.ones(4 << 20)  # 16 MiB of working memory
             self.partials.append(weakref.ref(work))
             assert done
             raise self.errors.pop(0)
-        return super().run(requests, chunk_bytes)
+        return super().forward(requests, prepared, chunk_bytes)
 
 
 @pytest.mark.parametrize("error", OOM_ERRORS, ids=OOM_IDS)
@@ -269,10 +273,13 @@ def test_an_engine_that_raises_fails_its_batch_with_a_reason_and_nothing_else(
 class WrongCount(ScriptedEngine):
     """Returns one image fewer than it was given (a bug in an engine)."""
 
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
-        return super().run(requests, chunk_bytes)[:-1]
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
+        return super().forward(requests, prepared, chunk_bytes)[:-1]
 
 
 def test_an_engine_returning_too_few_images_fails_only_its_batch(gray_png: bytes) -> None:

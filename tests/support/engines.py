@@ -39,6 +39,7 @@ class ScriptedEngine(Engine):
         self.name = name
         self.batchable = batchable
         self.needs_reference = needs_reference
+        self.takes_reference = needs_reference
         self.takes_hints = takes_hints
         self.cheap = cheap
         """Tint in uint8 with numpy (milliseconds at any size) instead of through Lab: for
@@ -48,9 +49,9 @@ class ScriptedEngine(Engine):
         self.gate.set()
         self.started = threading.Event()
         self.failures: list[BaseException] = []
-        """Raised, one per run, before computing."""
+        """Raised, one per forward pass, before computing."""
         self.hold_bytes = 0
-        """Host memory the run keeps while it waits at the gate (moves the usage ratio)."""
+        """Host memory the forward pass keeps while it waits at the gate (moves the usage ratio)."""
         self.batches: list[int] = []
         self.loaded = True
         self.stage_gates = {"prepare": threading.Event(), "finish": threading.Event()}
@@ -95,9 +96,12 @@ class ScriptedEngine(Engine):
         if not self.stage_gates[stage].wait(timeout=60):
             raise RuntimeError(f"test gate of the {stage} stage never opened")
 
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
         self.batches.append(len(requests))
         held = np.ones(self.hold_bytes, dtype=np.uint8) if self.hold_bytes else None
         self.started.set()
@@ -106,7 +110,7 @@ class ScriptedEngine(Engine):
         del held
         if self.failures:
             raise self.failures.pop(0)
-        outputs = []
+        outputs: list[object] = []
         for request in requests:
             if self.cheap:
                 tinted = request.image.copy()

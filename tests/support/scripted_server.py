@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import psutil
 import torch
 import uvicorn
@@ -42,17 +41,20 @@ from tests.support.servers import loopback_socket
 
 
 class SlowEngine(ScriptedEngine):
-    """A ScriptedEngine whose every run takes at least `delay_s` (a busy device)."""
+    """A ScriptedEngine whose every forward pass takes at least `delay_s` (a busy device)."""
 
     def __init__(self, *args: object, delay_s: float = 0.0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.delay_s = delay_s
 
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
         started = time.monotonic()
-        outputs = super().run(requests, chunk_bytes)
+        outputs = super().forward(requests, prepared, chunk_bytes)
         time.sleep(max(0.0, self.delay_s - (time.monotonic() - started)))
         return outputs
 

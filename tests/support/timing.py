@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.engines.fast import Precision, SpeedCheck
+from service.engines.fast import Precision
+from service.engines.speed import SpeedCheck
 
 
 class ScriptedTimer:

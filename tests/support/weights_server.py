@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devkit.checkpoints import save_random_checkpoint
 from service.engines import weights
 from service.engines.weights import WeightsFile
 
@@ -32,7 +33,7 @@ SENT_CHUNK = 64 * 1024
 def make_weights_dir(path: Path, seed: int = 0) -> Path:
     """Write a generated checkpoint of every model into `path` under its official name."""
     for model in MODELS:
-        weights.save_random_checkpoint(model, path, seed=seed)
+        save_random_checkpoint(model, path, seed=seed)
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
-from service.engines.weights import save_random_checkpoint
+from devkit.checkpoints import save_random_checkpoint
 from tests.support.tools import require
 from tests.web.browser import CHROMIUM, TIMEOUT_MS, chromium
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Page
 
+from devkit.checkpoints import save_random_checkpoint
 from service.api.app import create_app
-from service.engines.weights import save_random_checkpoint
 from service.settings import Settings
 from tests.support.images import DATA_DIR
 from tests.support.servers import serve_in_thread

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
+from devkit.ddcolor_checkpoints import save_random_checkpoint
 from service.api.app import create_app
-from service.engines.ddcolor.checkpoint import save_random_checkpoint
 from service.engines.weights import OFFICIAL
 from service.settings import Settings
 from tests.support.servers import serve_in_thread

@@ -1,18 +1,17 @@
 """The DDColor engines: ddcolor (DDColor-L), ddcolor-artistic (DDColor-L) and ddcolor-tiny.
 
-Stages: `prepare` resizes the photo to the square render size and makes it grey RGB (CPU);
-`forward` runs one render size's batch through the network (on a GPU it also joins colour on
-the device); `finish` resizes ab to the photo and joins it with the photo's own full-resolution
-L (CPU devices). Nothing is kept between calls. The render size is per request
-(`ColorizeRequest.render_size`, else the engine's default) and is the batch key, so a forward
-pass only ever stacks inputs of one size.
+`prepare` resizes the photo to the square render size and makes it grey RGB (CPU); the network
+predicts ab at the render size; the join resizes ab to the photo and joins it with the photo's
+own full-resolution L, in bands (where it runs is NetworkEngine's choice). The render size is
+per request (`ColorizeRequest.render_size`, else the engine's default) and is the batch key, so
+a forward pass only ever stacks inputs of one size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,8 +36,8 @@ from service.engines.ddcolor.checkpoint import (
 )
 from service.engines.ddcolor.network import DDColor, Variant
 from service.engines.ddcolor.pipeline import AB_LIMIT, join, render_input
-from service.engines.fast import FastPath
-from service.engines.loaded import NetworkEngine, check_image, deterministic_convolutions
+from service.engines.fast import Accelerated, FastPath
+from service.engines.loaded import NetworkEngine, check_image
 from service.imaging.lab import lab_to_rgb
 
 logger = logging.getLogger(__name__)
@@ -48,10 +47,9 @@ PROBE_RENDER_SIZE = 128
 decoder's attention to see several tokens per scale."""
 
 
-class DDColorEngine(NetworkEngine):
+class DDColorEngine(NetworkEngine[torch.Tensor]):
     """DDColor at a per-request render size; subclasses name the checkpoint and the variant."""
 
-    batchable = True
     takes_render_size = True
     variant: ClassVar[Variant]
 
@@ -80,22 +78,10 @@ class DDColorEngine(NetworkEngine):
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Read the checkpoint strictly, build the network on the device, pick the precision."""
-        if self.ready:
-            return
-        try:
-            state = self._read_state()
-        except EngineNotReady as exc:
-            self._load_error = exc.reason
-            raise
-        self.load_state_dict(state)
+    def build_network(self) -> nn.Module:
+        return DDColor(self.variant)
 
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Take a checked state dict (from `load_checkpoint`, or a benchmark's random network)."""
-        self.install(lambda: DDColor(self.variant), state, self._probe)
-
-    def _read_state(self) -> dict[str, torch.Tensor]:
+    def read_state(self) -> dict[str, torch.Tensor]:
         try:
             path = weights.locate(self.name, self.weights_dir)
         except weights.WeightsError as exc:
@@ -110,7 +96,7 @@ class DDColorEngine(NetworkEngine):
         except CheckpointMismatch as exc:
             raise EngineNotReady(self.name, f"{self.name} weights: {exc}; {fix}") from exc
 
-    def _probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
+    def probe(self, network: nn.Module, lightness: torch.Tensor) -> torch.Tensor:
         """ab for the fast path's probe L (N,1,256,256), rendered at PROBE_RENDER_SIZE."""
         small = F.interpolate(
             lightness, size=(PROBE_RENDER_SIZE, PROBE_RENDER_SIZE), mode="bilinear"
@@ -131,12 +117,9 @@ class DDColorEngine(NetworkEngine):
 
     def validate(self, request: ColorizeRequest) -> None:
         check_image(request)
-        if request.hints:
-            raise InvalidRequest(f"engine {self.name!r} does not take hints")
+        super().validate(request)
         if request.reference is not None:
             raise InvalidRequest(f"engine {self.name!r} does not take a reference")
-        if request.render_size is not None:
-            self.render.check(request.render_size)
 
     def batch_key(self, request: ColorizeRequest) -> object:
         return self.render_size(request)
@@ -158,20 +141,13 @@ class DDColorEngine(NetworkEngine):
     def estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
         """The forward pass at the request's render size plus the full-resolution join."""
         w, h = request.size
-        size = self.render_size(request)
-        return memory.forward_bytes(self.variant, size, batch) + batch * (
-            memory.POST_PIXEL_BYTES * w * h
-        )
+        return self.forward_bytes(request, batch) + batch * memory.POST_PIXEL_BYTES * w * h
 
-    def device_estimate(self, request: ColorizeRequest, batch: int = 1) -> int:
-        if self.joins_on_host:
-            return memory.forward_bytes(self.variant, self.render_size(request), batch)
-        return self.estimate(request, batch)
+    def forward_bytes(self, request: ColorizeRequest, batch: int = 1) -> int:
+        return memory.forward_bytes(self.variant, self.render_size(request), batch)
 
-    def finish_estimate(self, request: ColorizeRequest) -> int:
+    def join_bytes(self, request: ColorizeRequest) -> int:
         # The whole-image tensors plus one band, which is at most one forward item's bytes.
-        if not self.joins_on_host:
-            return 0
         w, h = request.size
         # A band is at least one row, and never more than the whole photo.
         band = max(memory.BAND_PIXEL_BYTES * w, self._band_bytes(request, None))
@@ -198,39 +174,24 @@ class DDColorEngine(NetworkEngine):
         self.validate(request)
         return render_input(request.image, self.render_size(request))
 
-    def forward(
+    def predict_ab(
         self,
+        network: nn.Module,
+        accelerated: Accelerated,
         requests: Sequence[ColorizeRequest],
-        prepared: Sequence[object | None],
-        chunk_bytes: int | None = None,
-    ) -> list[object]:
-        """One forward pass; ab (1,2,S,S) per request, or the joined image on a GPU."""
-        network, accelerated = self.loaded()
-        if not requests:
-            return []
+        inputs: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
         sizes = {self.render_size(r) for r in requests}
         if len(sizes) != 1:
             raise InvalidRequest(f"one forward pass takes one render size, got {sorted(sizes)}")
-        inputs = [
-            p if isinstance(p, torch.Tensor) else self.prepare(r)
-            for r, p in zip(requests, prepared, strict=True)
-        ]
-        with torch.inference_mode(), deterministic_convolutions():
-            grey = torch.cat(inputs).to(self.device)
-            if self.fast.channels_last:
-                grey = grey.contiguous(memory_format=torch.channels_last)
-            with accelerated.autocast():
-                ab = network(grey)
-            del grey
-            # float32 and the default layout whatever the fast path did; clamped here so the
-            # join (and a bilinear resize of in-range values) never sees ab beyond Lab's range.
-            ab = ab.float().contiguous().clamp_(*AB_LIMIT)
-            if self.joins_on_host:
-                return [ab[i : i + 1].clone() for i in range(len(requests))]
-            return [
-                banded_join(r.image, ab[i : i + 1], self._band_bytes(r, chunk_bytes))
-                for i, r in enumerate(requests)
-            ]
+        grey = torch.cat(list(inputs)).to(self.device)
+        if self.fast.channels_last:
+            grey = grey.contiguous(memory_format=torch.channels_last)
+        with accelerated.autocast():
+            ab: torch.Tensor = network(grey)
+        # Clamped here, so that ab handed to `finish` never lies beyond Lab's range (the join
+        # clamps again, for ab from anywhere else).
+        return ab.float().clamp_(*AB_LIMIT)
 
     def join(
         self, request: ColorizeRequest, ab: torch.Tensor, chunk_bytes: int | None

@@ -107,21 +107,6 @@ class DDColor(nn.Module):
         return ab
 
 
-def build_ddcolor(variant: Variant, device: torch.device | str = "cpu") -> DDColor:
-    """An eval-mode DDColor with uninitialised weights on `device`, ready for `load_state_dict`.
-
-    Built on the meta device first: random initialisation of DDColor-L's 228M parameters would
-    cost seconds and be overwritten by the checkpoint anyway.
-    """
-    with torch.device("meta"):
-        network = DDColor(variant)
-    network.to_empty(device=device)
-    with torch.no_grad():
-        for name, value in normalisation_buffers().items():
-            getattr(network, name).copy_(value)
-    return network.eval()
-
-
 def normalisation_buffers() -> dict[str, torch.Tensor]:
     """The `mean` and `std` buffers: ImageNet's statistics, shaped (1, 3, 1, 1), on the CPU."""
     return {

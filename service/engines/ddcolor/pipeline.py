@@ -29,24 +29,17 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from service.engines.ddcolor.network import SIZE_MULTIPLE
 from service.imaging.lab import lab_to_rgb, rgb_to_lab, to_tensor, to_uint8
 
 AB_LIMIT = (-128.0, 127.0)
 """The a and b range of 8-bit Lab: every sRGB colour lies well inside it (|a|, |b| < 110)."""
 
 
-def check_render_size(render_size: int) -> None:
-    """Raise ValueError unless `render_size` is a positive multiple of 32."""
-    if render_size <= 0 or render_size % SIZE_MULTIPLE:
-        raise ValueError(
-            f"render size must be a positive multiple of {SIZE_MULTIPLE}, got {render_size}"
-        )
-
-
 def grey_input(rgb: torch.Tensor, render_size: int) -> torch.Tensor:
-    """RGB (N, 3, H, W) in [0, 1] -> the network's input (N, 3, S, S): its lightness as grey RGB."""
-    check_render_size(render_size)
+    """RGB (N, 3, H, W) in [0, 1] -> the network's input (N, 3, S, S): its lightness as grey RGB.
+
+    Any size resizes; which sizes a request may ask for is the engine's RenderLimits.
+    """
     # align_corners=False without antialiasing is cv2.resize's INTER_LINEAR, the upstream call.
     resized = F.interpolate(
         rgb, size=(render_size, render_size), mode="bilinear", align_corners=False

@@ -53,26 +53,3 @@ class SpectralConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.normalised_weight(), self.bias, padding=self.padding)
-
-
-@torch.no_grad()
-def set_singular_vectors(conv: SpectralConv2d) -> float:
-    """Set `conv`'s u and v to its weight's top singular vectors; return the singular value.
-
-    A trained checkpoint's u and v have converged over many power-iteration steps, so sigma is
-    the true spectral norm. Fresh random u and v underestimate it and inflate the weight (eval
-    outputs explode), and plain power iteration converges slowly on random matrices, whose top
-    singular values lie close together: an eigendecomposition of the smaller Gram matrix is
-    exact and costs less. Float32 is enough: sigma, a Rayleigh quotient, is second-order
-    accurate in the vectors' error.
-    """
-    matrix = conv.weight_orig.detach().flatten(1).to(torch.float32)
-    if matrix.shape[0] <= matrix.shape[1]:
-        u = torch.linalg.eigh(matrix @ matrix.t()).eigenvectors[:, -1]
-        v = F.normalize(torch.mv(matrix.t(), u), dim=0, eps=SIGMA_EPS)
-    else:
-        v = torch.linalg.eigh(matrix.t() @ matrix).eigenvectors[:, -1]
-        u = F.normalize(torch.mv(matrix, v), dim=0, eps=SIGMA_EPS)
-    conv.weight_u.copy_(u)
-    conv.weight_v.copy_(v)
-    return float(torch.dot(u, torch.mv(matrix, v)))
