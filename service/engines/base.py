@@ -20,6 +20,17 @@ class Hint:
     y: int
     color: tuple[int, int, int]
 
+    @property
+    def where(self) -> str:
+        """ "(x, y)" for messages, a number too long to be a pixel abbreviated (a client's
+        4,000-digit coordinate is not echoed back to it)."""
+        return f"({_short(self.x)}, {_short(self.y)})"
+
+
+def _short(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 12 else f"{text[:6]}...({len(text)} digits)"
+
 
 @dataclass(frozen=True)
 class ColorizeRequest:
@@ -259,7 +270,13 @@ class Engine(ABC):
     def run(
         self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
     ) -> list[np.ndarray]:
-        """The three stages in this thread (tests, benchmarks): RGB uint8 of each input's size."""
+        """The three stages in this thread (tests, benchmarks): RGB uint8 of each input's size.
+
+        Each request is validated here; in the service, admission has validated it once
+        (service/worker/admission.py) and the stages trust it.
+        """
+        for request in requests:
+            self.validate(request)
         prepared = [self.prepare(r) for r in requests]
         outputs = self.forward(requests, prepared, chunk_bytes)
         return [self.finish(r, o, chunk_bytes) for r, o in zip(requests, outputs, strict=True)]

@@ -73,7 +73,7 @@ class NetworkEngine(Engine, Generic[Input]):
 
     @abstractmethod
     def prepare(self, request: ColorizeRequest) -> Input:
-        """The request's network input, made on the CPU (validated first)."""
+        """The request's network input, made on the CPU (the request was validated before)."""
 
     @abstractmethod
     def predict_ab(

@@ -30,13 +30,13 @@ class Siggraph17Engine(FixedInputEngine):
         for index, hint in enumerate(request.hints):
             if not (0 <= hint.x < width and 0 <= hint.y < height):
                 raise InvalidRequest(
-                    f"hint {index} at ({hint.x}, {hint.y}) is outside the {width}x{height} image"
+                    f"hint {index} at {hint.where} is outside the {width}x{height} image"
                 )
             if len(hint.color) != 3 or not all(
                 isinstance(c, int) and 0 <= c <= 255 for c in hint.color
             ):
                 raise InvalidRequest(
-                    f"hint {index} at ({hint.x}, {hint.y}) has colour {hint.color!r}; "
+                    f"hint {index} at {hint.where} has colour {hint.color!r}; "
                     "expected three values 0-255"
                 )
 

@@ -86,7 +86,7 @@ def _admit(
             Outcome.NOT_READY,
             f"engine {options.model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
         )
-    if upload.reference is not None and not getattr(engine, "takes_reference", True):
+    if upload.reference is not None and not engine.takes_reference:
         # Decoding a reference the engine ignores would spend memory (and a grayscale one
         # would fail the request) for nothing.
         return Failure(

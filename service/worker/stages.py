@@ -1,4 +1,4 @@
-"""The CPU stages around the device: prepare (decode, validate, resize) and finish (join, encode).
+"""The CPU stages around the device: prepare (decode, resize) and finish (join, encode).
 
 Each stage reserves the host memory it is about to use before using it, so the pixels of a job
 exist only while the host budget covers them. Both report what happened as an Outcome.
@@ -94,7 +94,7 @@ def prepare(job: Job, engine: Engine, host: MemoryManager, limits: DecodeLimits)
     job.hold(pixels)
     try:
         request = _decode(upload, limits)
-        engine.validate(request)
+        # Admission validated the request against the header's upright size: not again here.
         prepared = engine.prepare(request)
     except ImageError as exc:
         return Failure(exc.outcome, exc.message)

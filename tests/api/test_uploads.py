@@ -53,3 +53,15 @@ def test_an_engine_without_references_refuses_one_before_decoding(
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
     assert "reference" in r.json()["detail"]
     assert decode(client.post("/colorize", files={"image": ("a.png", gray_png)}).content).any()
+
+
+def test_a_4000_digit_hint_coordinate_is_not_echoed(client: TestClient, gray_png: bytes) -> None:
+    x = 10**4000
+    hints = f'[{{"x": {x}, "y": 1, "color": "#ff0000"}}]'
+    r = client.post(
+        "/colorize",
+        files={"image": ("a.png", gray_png)},
+        data={"model": "siggraph17", "hints": hints},
+    )
+    assert r.status_code == 422 and "outside" in r.json()["detail"]
+    assert len(r.text) < 500 and "4001 digits" in r.json()["detail"]

@@ -63,7 +63,7 @@ def test_offline_start_up_is_quick_and_serves_exemplar(
     assert fix in models["eccv16"]["reason"]
     assert r.status_code == 200, r.text
     assert "could not fetch eccv16 weights: eccv16: cannot reach" in caplog.text
-    assert f"run `{fix}`" in caplog.text
+    assert f"{fix}`" in caplog.text
 
 
 def test_nothing_is_fetched_when_turned_off_present_or_weight_free(
@@ -87,7 +87,6 @@ def test_a_failed_fetch_is_returned_with_the_command_that_fixes_it(tmp_path: Pat
     settings = first_run_settings(tmp_path, f"http://127.0.0.1:{unused_port()}")
     [problem] = fetch_missing(settings, ["siggraph17"])
     assert "siggraph17: cannot reach http://127.0.0.1:" in problem
-    assert problem.endswith(
-        f"run `colorize-service fetch-weights siggraph17 --weights-dir {tmp_path}`"
-    )
+    # The program as it runs here: on PATH, or by its full path when .venv is not activated.
+    assert problem.endswith(f"colorize-service fetch-weights siggraph17 --weights-dir {tmp_path}`")
     assert list(tmp_path.iterdir()) == []

@@ -144,7 +144,7 @@ def test_ddcolor_names_are_located_but_not_loaded_here(model: str, tmp_path: Pat
         entry.url()
         == f"https://huggingface.co/piddnad/DDColor-models/resolve/main/{entry.filename}"
     )
-    with pytest.raises(WeightsNotFound, match=f"run `colorize-service fetch-weights {model} "):
+    with pytest.raises(WeightsNotFound, match=f"colorize-service fetch-weights {model} "):
         weights.locate(model, tmp_path)
     (tmp_path / entry.filename).write_bytes(b"a DDColor checkpoint")
     assert weights.locate(model, tmp_path) == tmp_path / entry.filename
@@ -622,3 +622,18 @@ def test_a_fetcher_with_a_deadline_gives_up_waiting_for_the_lock(
         assert time.monotonic() - started < 2
     assert ddcolor_server.requested == []
     assert leftovers(tmp_path) == []
+
+
+def test_the_fix_named_for_missing_weights_runs_as_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `./scripts/serve.sh` does not activate .venv: a bare `colorize-service` was not on PATH.
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(weights.WeightsNotFound) as caught:
+        weights.locate("eccv16", tmp_path)
+    message = str(caught.value)
+    command = message.split("`")[1]
+    program = command.split(" fetch-weights")[0]
+    assert program.startswith("/") or " -m service" in program, command
+    # ...and the routes that need no internet are named too.
+    assert "COLORIZE_WEIGHTS_BASE_URL" in message and "colorization_release_v2" in message

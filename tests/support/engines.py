@@ -79,7 +79,7 @@ class ScriptedEngine(Engine):
         w, h = request.size
         for hint in request.hints:
             if not (0 <= hint.x < w and 0 <= hint.y < h):
-                raise InvalidRequest(f"hint ({hint.x}, {hint.y}) is outside the {w}x{h} image")
+                raise InvalidRequest(f"hint {hint.where} is outside the {w}x{h} image")
 
     def prepare(self, request: ColorizeRequest) -> object | None:
         self._pause("prepare")

@@ -171,7 +171,6 @@ class DDColorEngine(NetworkEngine[torch.Tensor]):
 
     def prepare(self, request: ColorizeRequest) -> torch.Tensor:
         """The photo resized to the render size as grey RGB (1, 3, S, S), on the CPU."""
-        self.validate(request)
         return render_input(request.image, self.render_size(request))
 
     def predict_ab(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +81,28 @@ DEFAULT_FETCH = ("eccv16", "siggraph17", "ddcolor-tiny")
 
 
 def fix_command(model: str, weights_dir: Path) -> str:
-    """The shell command that installs `model`'s checkpoint into `weights_dir`."""
-    return f"colorize-service fetch-weights {model} --weights-dir {shlex.quote(str(weights_dir))}"
+    """The shell command that installs `model`'s checkpoint into `weights_dir`, runnable as
+    printed: the console script by its full path when it is not on PATH (a virtual environment
+    that is not activated, as after `./scripts/serve.sh`)."""
+    return f"{_program()} fetch-weights {model} --weights-dir {shlex.quote(str(weights_dir))}"
+
+
+def offline_routes(model: str, weights_dir: Path) -> str:
+    """How to install `model`'s checkpoint without reaching its source: by hand, or a mirror."""
+    name = entry_for(model).filename
+    return (
+        f"offline, copy {name} into {weights_dir}, or set COLORIZE_WEIGHTS_BASE_URL to a mirror "
+        "that holds it (http(s):// or file://)"
+    )
+
+
+def _program() -> str:
+    if shutil.which("colorize-service"):
+        return "colorize-service"
+    script = Path(sys.executable).with_name("colorize-service")
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m service"
 
 
 def entry_for(model: str, manifest: Mapping[str, WeightsFile] = OFFICIAL) -> WeightsFile:
@@ -106,6 +128,6 @@ def locate(model: str, weights_dir: Path, manifest: Mapping[str, WeightsFile] = 
     if not path.is_file():
         raise WeightsNotFound(
             f"{model} weights not found: no file {path.name!r} in {path.parent}; "
-            f"run `{fix_command(model, path.parent)}`"
+            f"run `{fix_command(model, path.parent)}`, or {offline_routes(model, path.parent)}"
         )
     return path
