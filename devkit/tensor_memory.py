@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 
-class LiveTensorBytes(TorchDispatchMode):
+class LiveTensorBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Peak bytes of tensor storages created inside the block, counted while they are alive.
 
     Every op's outputs pass through here; a storage is counted once (views share it) and uncounted
@@ -20,7 +20,7 @@ class LiveTensorBytes(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.live = 0
         self.peak = 0
         self._sizes: dict[int, int] = {}
