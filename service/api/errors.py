@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.api.lease import lease_of
+from service.api.lease import RequestLease, lease_of
 from service.api.outcomes import HTTP_ERRORS, answer
 from service.engines.base import EngineNotReady, InvalidRequest
 from service.imaging.errors import ImageError
@@ -63,13 +63,19 @@ def outcome_response(
     chosen = answer(outcome)
     wait = retry_after if retry_after is not None else chosen.retry_after
     response = error_response(chosen.status, chosen.error, detail, wait)
+    lease = record(request, outcome)
+    if lease is not None and lease.upload and not lease.body_complete:
+        # The body was not read to its end: its rest would be parsed as the next request.
+        response.headers["Connection"] = "close"
+    return response
+
+
+def record(request: Request, outcome: Outcome) -> RequestLease | None:
+    """Note on the request's lease what its answer states (the counted outcome)."""
     lease = lease_of(request)
     if lease is not None:
         lease.outcome = outcome
-        if lease.upload and not lease.body_complete:
-            # The body was not read to its end: its rest would be parsed as the next request.
-            response.headers["Connection"] = "close"
-    return response
+    return lease
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -129,9 +135,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
         # The client hung up mid-body: nobody reads this answer and nothing went wrong here.
         log.debug("client disconnected during %s %s", request.method, request.url.path)
-        lease = lease_of(request)
-        if lease is not None:
-            lease.outcome = Outcome.CANCELLED
+        record(request, Outcome.CANCELLED)
         return error_response(400, "client_disconnected", "the client closed the connection")
 
     @app.exception_handler(Exception)
@@ -139,9 +143,7 @@ def install_handlers(app: FastAPI) -> None:
         # A bug: log it with its traceback, tell the client nothing about our internals. This
         # answer is sent by Starlette's outermost middleware, outside ours: add their headers.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        lease = lease_of(request)
-        if lease is not None:
-            lease.outcome = Outcome.ERROR
+        record(request, Outcome.ERROR)
         response = error_response(
             500, "internal_error", "an internal error occurred; it was logged"
         )

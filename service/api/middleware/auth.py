@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.middleware.base import HttpMiddleware
 from service.api.middleware.refuse import refuse
 from service.outcomes import Outcome
 
@@ -14,7 +15,7 @@ OPEN_PATHS = ("/livez", "/readyz", "/docs", "/redoc", "/openapi.json", "/favicon
 OPEN_PREFIXES = ("/static/",)
 
 
-class ApiKey:
+class ApiKey(HttpMiddleware):
     """401 for a request to a protected path without `Authorization: Bearer <key>`."""
 
     def __init__(
@@ -24,16 +25,15 @@ class ApiKey:
         protect_metrics: bool = False,
         open_paths: Iterable[str] = OPEN_PATHS,
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.api_key = api_key.encode() if api_key else None
         self.open_paths = set(open_paths)
         if not protect_metrics:
             self.open_paths.add("/metrics")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
-            and self.api_key is not None
+            self.api_key is not None
             and not self._is_open(scope["path"])
             and not self._authorized(scope)
         ):

@@ -21,6 +21,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.lease import RequestLease, lease_of
+from service.api.middleware.base import HttpMiddleware
 from service.api.middleware.refuse import refuse
 from service.api.outcomes import answer
 from service.memory import MemoryManager, MemoryRefused, NeverFits
@@ -38,18 +39,18 @@ class BodyRefused(HTTPException):
         self.outcome = outcome
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Byte limit, memory as bytes arrive, and time limits for request bodies."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+        super().__init__(app)
         self.settings = settings
         self._by_client: Counter[str] = Counter()
         self._in_flight = 0
         self._lock = threading.Lock()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         limit = self.settings.max_upload_bytes

@@ -4,19 +4,14 @@ answer counted once."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service.api.lease import UPLOAD_PATHS, RequestLease, attach
+from service.api.middleware.base import HttpMiddleware
 
 
-class RequestLeases:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestLeases(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         svc = getattr(getattr(scope.get("app"), "state", None), "svc", None)
         client = scope.get("client")
         lease = RequestLease(

@@ -1,0 +1,24 @@
+"""What every middleware here shares: lifespan and other non-HTTP scopes pass straight through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class HttpMiddleware(ABC):
+    """An ASGI middleware that acts on HTTP requests only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    @abstractmethod
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request (passing it on to `self.app`, or answering it)."""
