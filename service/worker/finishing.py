@@ -11,6 +11,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from service.engines.base import Engine
 from service.memory import MemoryManager
 from service.settings import Settings
@@ -74,6 +76,8 @@ class FinishPool:
             del output
             if isinstance(outcome, bytes):
                 job.finish(JobState.DONE, result=outcome)
+            elif isinstance(outcome, np.ndarray):
+                job.finish(JobState.DONE, frame=outcome)
             else:
                 job.fail(outcome.outcome, outcome.detail, outcome.retry_after)
         finally:

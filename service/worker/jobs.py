@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 from service.engines.base import ColorizeRequest, Hint
 from service.memory import Reservation
 from service.outcomes import Failure, Outcome
@@ -88,6 +90,8 @@ class Job:
     """Engine-specific input made by the prepare stage (a resized, normalised tensor...)."""
     failure: Failure | None = None
     result: bytes | None = None
+    frame: np.ndarray | None = field(default=None, repr=False)
+    """A video frame's colour RGB (output format "raw"); its memory is the video's window's."""
     result_dropped: str | None = None
     """Why a finished result is no longer kept (retention), if it was dropped."""
     batch_size: int = 1
@@ -120,6 +124,7 @@ class Job:
         *,
         result: bytes | None = None,
         failure: Failure | None = None,
+        frame: np.ndarray | None = None,
     ) -> bool:
         """Move to a final state exactly once; False if it had already finished."""
         with self._lock:
@@ -127,6 +132,7 @@ class Job:
                 return False
             self.state = state
             self.result = result
+            self.frame = frame
             self.failure = failure
             self.finished_at = time.monotonic()
             # The input is not needed any more: free its bytes and pixels before the result is

@@ -25,6 +25,8 @@ from service.worker.jobs import Job, JobInput
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[np.ndarray, str, "int | None"], bytes]
+RAW = "raw"
+"""The output format of a video frame's job: its RGB array, not an encoded image."""
 
 # Host bytes per pixel, measured with `python -m bench.host_memory` (growth of the RSS high-water
 # mark while decoding or encoding a 4000x3000 image, one fresh process per case, 2026-12-02):
@@ -169,8 +171,9 @@ def finish(
     encode: EncodeFn,
     admission_wait_s: float,
     chunk_bytes: int | None,
-) -> bytes | Failure:
-    """The encoded result of the device's output (colour join on CPU devices, encode)."""
+) -> bytes | np.ndarray | Failure:
+    """The encoded result of the device's output (colour join on CPU devices, encode); a frame
+    of a video (output format RAW) stays an RGB array, for the video's own encoder."""
     request = job.request
     if request is None:
         return Failure(Outcome.ERROR, "the job lost its pixels before finishing")
@@ -195,6 +198,8 @@ def finish(
         return Failure(Outcome.ERROR, f"the engine failed: {exc}")
     del output
     job.timings["finish"] = time.monotonic() - started
+    if job.output_format == RAW:
+        return rgb
     started = time.monotonic()
     try:
         data = encode(rgb, job.output_format, job.quality)

@@ -98,6 +98,21 @@ class Worker:
         job.fail(refusal.outcome, refusal.detail, refusal.retry_after)
         raise refusal
 
+    def submit_prepared(self, jobs: list[Job]) -> None:
+        """Queue jobs whose input is prepared already (a video's frames: its window bounds them,
+        so the queue's capacity does not); WorkerUnavailable if draining or dead."""
+        queue = self.queue
+        with queue.cond:
+            refusal = self._refusal_locked(capacity=False)
+            if refusal is None:
+                for job in jobs:
+                    job.prepare_state = "ready"
+                    queue.put_locked(job)
+                return
+        for job in jobs:
+            job.fail(refusal.outcome, refusal.detail, refusal.retry_after)
+        raise refusal
+
     def cancel(self, job: Job, outcome: Outcome = Outcome.CANCELLED, detail: str = "") -> bool:
         """End a waiting job with `outcome`; False if it already reached the device or ended."""
         if not self.queue.remove(job):
@@ -157,12 +172,12 @@ class Worker:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _refusal_locked(self) -> WorkerUnavailable | None:
+    def _refusal_locked(self, capacity: bool = True) -> WorkerUnavailable | None:
         if self.device.started_and_dead():
             return WorkerDead("the worker thread has stopped; the service is not ready", 5)
         if self._draining is not None:
             return Draining(self._draining, 5)
-        if self.queue.is_full_locked():
+        if capacity and self.queue.is_full_locked():
             return QueueFull(
                 f"the queue is full ({self.settings.queue_size} jobs waiting)",
                 self._retry_after_locked(),
