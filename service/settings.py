@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     """Deliveries of one job before it ends failed (dead letter) instead of being retried."""
     shared_record_ttl_s: float = Field(default=3600.0, gt=0.0)
     """How long a finished job's record and result are kept (and an idle queued one's record)."""
-    shared_timeout_s: float = Field(default=5.0, gt=0.0)
+    shared_timeout_s: float = Field(default=3.0, gt=0.0)
     """Network timeout of one Redis or object store call, so an outage answers in seconds."""
 
     @field_validator("device")
