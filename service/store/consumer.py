@@ -68,8 +68,6 @@ class Consumer:
         """Deliveries this replica holds, by job id."""
         self.orphans: dict[str, Orphan] = {}
         """Entries of dead replicas that this replica may claim, by entry id (housekeeping)."""
-        self.released: set[str] = set()
-        """Entries this replica handed back (for another replica to claim, not this one)."""
         self.pull_lock = asyncio.Lock()
         self.housekeeper = Housekeeper(self)
         self.presence = Presence(
@@ -125,7 +123,8 @@ class Consumer:
 
         None at once when `can_admit` refuses the job at the head (leave it to a replica with
         room; call again when budgets change) or when pulling stopped; otherwise waits up to
-        `timeout_s` for an entry to arrive. A dead replica's entries come before new ones."""
+        `timeout_s` for an entry to arrive. A dead replica's entries come before new ones.
+        Raises StoreUnavailable while Redis is down."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self._pulling:
@@ -205,7 +204,10 @@ class Consumer:
         return delivery
 
     async def inputs(self, delivery: Delivery) -> tuple[bytes, bytes | None]:
-        """The job's upload: image bytes and reference bytes (ObjectNotFound if lost)."""
+        """The job's upload: image bytes and reference bytes.
+
+        ObjectNotFound: the upload is gone (a submission whose reply was lost and which was
+        withdrawn, or objects deleted by hand); fail the job, nothing will bring them back."""
         objects = self.queue.objects
         image = await objects.get_bytes(delivery.record.image_key)
         ref_key = delivery.record.reference_key
@@ -237,7 +239,9 @@ class Consumer:
 
         The result's key is a function of the job id, so a second attempt overwrites the first's
         object instead of adding one. False: another attempt holds or ended the job, or it was
-        deleted or cancelled (then the result written here is removed again)."""
+        deleted or cancelled (then the result written here is removed again). A job whose
+        cancel was requested but not yet acted on still completes. StoreUnavailable: the job is
+        not lost; once Redis answers, this replica runs it again (at least once)."""
         q, job_id = self.queue, delivery.job_id
         key = q.keys.result_object(job_id)
         try:
@@ -281,13 +285,14 @@ class Consumer:
         return False
 
     async def release(self, delivery: Delivery) -> bool:
-        """Hand the job back unfinished (graceful stop): another replica takes it once this
-        one's heartbeat is gone, and the attempt does not count towards the dead letter."""
+        """Hand the job back unfinished, for a graceful stop: the other replicas take it once
+        this one's heartbeat is gone (stop()), or this one does if it pulls again. A hand-back
+        does not count towards the dead letter; a delivery left unacknowledged by a stop does,
+        as after a crash."""
         try:
             verdict = await self._finish(delivery, RecordState.QUEUED, {})
         finally:
             self.running.pop(delivery.job_id, None)
-        self.released.add(delivery.entry_id)
         return verdict == ["released"]
 
     async def _finish(

@@ -34,7 +34,8 @@ REAP_LIMIT = 100
 
 @dataclass(frozen=True)
 class Orphan:
-    """An entry held by a consumer that is gone (or by this one, which lost track of it)."""
+    """An entry held by a consumer that is gone, or by this one that does not run it (handed
+    back, or taken by a call whose reply was lost)."""
 
     entry_id: str
     holder: str
@@ -104,9 +105,6 @@ class Housekeeper:
         async with self.consumer.pull_lock:
             pending = await self._pending()
             tracked = {d.entry_id for d in self.consumer.running.values()}
-        mine = {str(p["message_id"]) for p in pending if p["consumer"] == me}
-        self.consumer.released &= mine  # handed back and since claimed: forget them
-        tracked |= self.consumer.released
         holders = sorted({str(p["consumer"]) for p in pending} - {me})
         alive: dict[str, bool] = {}
         if holders:

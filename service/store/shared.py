@@ -107,8 +107,15 @@ class SharedStore:
         self._preparing: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: object) -> SharedStore:
-        return cls(StoreConfig.from_settings(settings), **kwargs)  # type: ignore[arg-type]
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        replica_id: str | None = None,
+        metrics: StoreMetrics | None = None,
+    ) -> SharedStore:
+        """The shared store the settings select (AWS credentials from the environment)."""
+        return cls(StoreConfig.from_settings(settings), replica_id=replica_id, metrics=metrics)
 
     def __repr__(self) -> str:
         return f"SharedStore({self.tracker.describe['redis']}, {self.objects!r})"

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from service.outcomes import Outcome
-from service.store import RecordState, SharedStore, Ticket
+from service.store import RecordState, Ticket
 from tests.store.conftest import BUCKET, ConfigFactory, StoreFactory
 from tests.support.live import ROOT
 from tests.support.services import ACCESS_KEY, SECRET_KEY, RedisServer, SeaweedServer
-from tests.support.store import admit_all, admit_none, eventually, image_record, object_keys, pull
+from tests.support.store import admit_all, eventually, image_record, object_keys, pull
 
 pytestmark = pytest.mark.anyio
 
@@ -187,6 +187,19 @@ async def test_a_graceful_stop_hands_back_its_job_at_once_and_it_does_not_count(
     assert await staying.consumer.complete(taken, b"r", "image/png")
 
 
+async def test_a_job_handed_back_by_a_replica_that_keeps_pulling_comes_back_to_it(
+    open_store: StoreFactory, make_config: ConfigFactory
+) -> None:
+    config = make_config(max_deliveries=1)
+    worker = await open_store(config)
+    stored = await worker.queue.submit(image_record(), b"x")
+    first = await pull(worker)
+    assert await worker.consumer.release(first)
+    again = await pull(worker, timeout_s=3.0)
+    assert (again.job_id, again.attempt) == (stored.id, 2)
+    assert await worker.consumer.complete(again, b"r", "image/png")
+
+
 async def test_a_sigkilled_replica_process_has_its_job_claimed(
     open_store: StoreFactory,
     make_config: ConfigFactory,
@@ -236,7 +249,3 @@ async def test_a_sigkilled_replica_process_has_its_job_claimed(
     assert claimed.job_id == stored.id and claimed.claimed
     assert latency < config.claim_after_s + 2 * config.heartbeat_s + 0.5, latency
     assert await survivor.consumer.complete(claimed, b"r", "image/png")
-
-
-def _unused(store: SharedStore) -> None:  # keeps imports honest for type checkers
-    _ = admit_none

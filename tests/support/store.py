@@ -22,10 +22,6 @@ def admit_all(ticket: Ticket) -> bool:
     return True
 
 
-def admit_none(ticket: Ticket) -> bool:
-    return False
-
-
 async def pull(store: SharedStore, timeout_s: float = 5.0) -> Delivery:
     """The next delivery for `store`'s consumer (fails the test if none comes in time)."""
     delivery = await store.consumer.pull(admit_all, timeout_s=timeout_s)
