@@ -157,8 +157,8 @@ class RedisServer:
 
     def restart(self, sig: int = signal.SIGTERM) -> float:
         """Stop, start again on the same port and data; seconds it was down."""
-        self.stop(sig)
         down = time.monotonic()
+        self.stop(sig)
         self.start()
         return time.monotonic() - down
 
