@@ -63,9 +63,10 @@ def measure(models: list[str], sizes: list[int], runs: int) -> list[dict[str, An
     with tempfile.TemporaryDirectory(prefix="colorize-lone-") as tmp:
         weights_dir = make_weights(Path(tmp), models)
         env = {"COLORIZE_LOG_LEVEL": "warning", "COLORIZE_HOST_MEMORY_BYTES": str(8 << 30)}
-        with running([("ours", "ours", weights_dir, env)], "cpu") as servers, httpx.Client(
-            timeout=300
-        ) as client:
+        with (
+            running([("ours", "ours", weights_dir, env)], "cpu") as servers,
+            httpx.Client(timeout=300) as client,
+        ):
             base = servers["ours"].base
             for model in models:
                 engine = create_engine(model, device, weights_dir)

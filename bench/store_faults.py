@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from pydantic import SecretStr
+from tests.support.live import ROOT
 
 from service.store import RecordState, SharedStore, StoreConfig
-from tests.support.live import ROOT
 from tests.support.services import (
     ACCESS_KEY,
     SECRET_KEY,

@@ -30,9 +30,13 @@ from service.engines.catalog import ENGINE_NAMES
 from service.engines.fast import FastPath
 from service.engines.registry import create_engine, render_limits
 from service.imaging.encode import encode_image
+from service.jobs.local import LocalJobs
+from service.jobs.runner import SharedRunner
+from service.jobs.shared import SharedJobs
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
 from service.settings import Settings, load_settings
+from service.store import SharedStore
 from service.web import mount_web
 from service.worker.jobs import JobStore
 from service.worker.worker import Worker
@@ -54,6 +58,36 @@ def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine
             log.warning("%s", exc)
         engines[name] = engine
     return engines
+
+
+async def open_shared(svc: ServiceState) -> None:
+    """Join the shared job store (COLORIZE_REDIS_URL): /jobs goes there, and a runner pulls
+    from it into this replica's pipeline. Redis or the store may be down: it starts anyway,
+    /readyz names the cause, and it reconnects by itself."""
+    shared = SharedStore.from_settings(svc.settings)
+    await shared.open()
+    svc.metrics.registry.register(shared.metrics)
+    svc.shared = shared
+    svc.jobs = SharedJobs(shared)
+    svc.runner = SharedRunner(
+        shared,
+        svc.worker,
+        svc.engines,
+        svc.budgets,
+        svc.settings,
+        svc.stats,
+        on_job=svc.metrics.observe_job,
+    )
+
+
+async def close_shared(svc: ServiceState) -> None:
+    """Stop pulling, let the jobs in flight store their results (within the grace), hand back
+    what is left and leave the group, so the other replicas take it at once."""
+    if svc.runner is not None:
+        svc.drain("the service is shutting down")
+        await svc.runner.stop(svc.settings.shutdown_grace_s)
+    if svc.shared is not None:
+        await svc.shared.close()
 
 
 def create_app(
@@ -82,9 +116,25 @@ def create_app(
         worker = Worker(loaded, mm, settings, encode_image, host=hm)
         metrics = Metrics()
         metrics.attach(mm, worker, loaded, hm)
-        store = JobStore(settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept)
-        app.state.svc = ServiceState(settings, mm, loaded, worker, store, metrics, hm)
+        retention = JobStore(
+            settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept
+        )
+        svc = ServiceState(
+            settings,
+            mm,
+            loaded,
+            worker,
+            retention,
+            metrics,
+            hm,
+            LocalJobs(worker, retention, worker.stats),
+        )
+        if settings.redis_url is not None:
+            await open_shared(svc)
+        app.state.svc = svc
         worker.start()
+        if svc.runner is not None:
+            svc.runner.start()
         # At the descriptor limit every failed accept logs a traceback: report it, rate-limited.
         asyncio.get_running_loop().set_exception_handler(AcceptErrors())
         snap = mm.snapshot()
@@ -105,6 +155,7 @@ def create_app(
         try:
             yield
         finally:
+            await close_shared(svc)
             if not worker.stop(timeout=settings.shutdown_grace_s):
                 log.error("the running job did not finish within %.0f s", settings.shutdown_grace_s)
 

@@ -54,6 +54,7 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.UNAUTHORIZED: Answer(401, "unauthorized"),
         Outcome.BODY_TOO_LARGE: Answer(413, "body_too_large"),
         Outcome.BODY_TIMEOUT: Answer(408, "body_timeout"),
+        Outcome.STORE_UNAVAILABLE: Answer(503, "job_store_unavailable", 5),
     }
 )
 """Every outcome's answer (a test checks that none is missing)."""

@@ -10,10 +10,13 @@ from fastapi import Depends, Request
 
 from service.api.metrics import Metrics
 from service.engines.base import Engine
+from service.jobs.backend import JobStore
+from service.jobs.runner import SharedRunner
 from service.memory import MemoryManager
 from service.settings import Settings
+from service.store import SharedStore
 from service.worker.admission import Budgets
-from service.worker.jobs import JobStore
+from service.worker.jobs import JobStore as Retention
 from service.worker.stats import PipelineStats
 from service.worker.worker import Worker
 
@@ -24,10 +27,21 @@ class ServiceState:
     manager: MemoryManager
     engines: Mapping[str, Engine]
     worker: Worker
-    store: JobStore
+    store: Retention
+    """Finished /jobs results kept in this process (the local job store's retention)."""
     metrics: Metrics
     host: MemoryManager
     """Host memory (the device's manager itself on a CPU device)."""
+    jobs: JobStore
+    """/jobs: LocalJobs, or SharedJobs when COLORIZE_REDIS_URL selects the shared store."""
+    shared: SharedStore | None = None
+    runner: SharedRunner | None = None
+
+    def drain(self, reason: str) -> None:
+        """Stop taking work (SIGTERM): queued local jobs end, shared ones go back to the queue."""
+        if self.runner is not None:
+            self.runner.stop_pulling()
+        self.worker.drain(reason)
 
     @property
     def stats(self) -> PipelineStats:

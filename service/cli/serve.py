@@ -40,7 +40,7 @@ class DrainingServer(uvicorn.Server):
             log.info(
                 "signal %d: draining (queued jobs fail with 503, the running one finishes)", sig
             )
-            svc.worker.drain(f"the service is shutting down (signal {sig})")
+            svc.drain(f"the service is shutting down (signal {sig})")
         super().handle_exit(sig, frame)
 
 

@@ -91,6 +91,11 @@ class Consumer:
             await self.queue.ensure_group()
         await self.presence.start()
 
+    @property
+    def pulling(self) -> bool:
+        """False once stop_pulling was called."""
+        return self._pulling
+
     def stop_pulling(self) -> None:
         """Take no new work (SIGTERM): pull answers None from now on."""
         self._pulling = False

@@ -66,14 +66,14 @@ def admit(
     return outcome
 
 
-def _admit(
-    upload: Upload,
-    engines: Mapping[str, Engine],
-    budgets: Budgets,
-    settings: Settings,
-    held: Reservation | None,
-    wait_s: float,
+def check(
+    upload: Upload, engines: Mapping[str, Engine], budgets: Budgets, settings: Settings
 ) -> Job | Failure:
+    """Every check of `admit`, without the host reservation: the Job that would run, unheld.
+
+    The shared job store stores such a job's bytes instead of holding them; the replica that
+    pulls it admits it for real.
+    """
     options = upload.options
     engine = engines.get(options.model)
     if engine is None:
@@ -101,8 +101,22 @@ def _admit(
     except EngineError as exc:
         return Failure(Outcome.INVALID_REQUEST, str(exc))
     failure = _never_fits(budgets, engine, job_input, job.estimate)
-    if failure is not None:
-        return failure
+    return job if failure is None else failure
+
+
+def _admit(
+    upload: Upload,
+    engines: Mapping[str, Engine],
+    budgets: Budgets,
+    settings: Settings,
+    held: Reservation | None,
+    wait_s: float,
+) -> Job | Failure:
+    job = check(upload, engines, budgets, settings)
+    if isinstance(job, Failure):
+        return job
+    assert job.input is not None
+    job_input = job.input
     try:
         if held is None:
             held = budgets.host.reserve(job_input.nbytes, wait_s, purpose="upload")

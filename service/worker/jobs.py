@@ -150,8 +150,10 @@ class Job:
         return True
 
     def fail(self, outcome: Outcome, detail: str, retry_after: int | None = None) -> bool:
-        """Finish as failed with `outcome`; False if the job had already finished."""
-        return self.finish(JobState.FAILED, failure=Failure(outcome, detail, retry_after))
+        """Finish as failed with `outcome` (as cancelled, for CANCELLED); False if the job had
+        already finished."""
+        state = JobState.CANCELLED if outcome is Outcome.CANCELLED else JobState.FAILED
+        return self.finish(state, failure=Failure(outcome, detail, retry_after))
 
     @property
     def outcome(self) -> Outcome | None:

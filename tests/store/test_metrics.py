@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from service.store import SharedStore, StoreUnavailable
 from tests.store.conftest import ConfigFactory, StoreFactory
-from tests.support.live import free_port
+from tests.support.servers import free_port
 from tests.support.store import eventually, image_record, pull
 from tests.support.tools import require
 

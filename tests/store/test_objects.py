@@ -17,7 +17,7 @@ import pytest
 from service.store import ObjectNotFound, ObjectStore, StoreMetrics, StoreUnavailable, Tracker
 from service.store.objects import describe
 from tests.store.conftest import BUCKET
-from tests.support.live import free_port
+from tests.support.servers import free_port
 from tests.support.services import ACCESS_KEY, SECRET_KEY, SeaweedServer, aws_session
 
 pytestmark = pytest.mark.anyio

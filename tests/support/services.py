@@ -26,7 +26,7 @@ import boto3
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.support.live import free_port
+from tests.support.servers import free_port
 from tests.support.tools import REQUIRED
 
 ACCESS_KEY = "AKIACOLORIZETESTS01"

@@ -15,7 +15,7 @@ from service.api.state import ServiceState, StateDep
 from service.api.uploads import UploadDep
 from service.imaging.encode import CONTENT_TYPES
 from service.outcomes import Outcome
-from service.worker.admission import Upload, admit
+from service.worker.admission import Upload, admit, check
 from service.worker.jobs import Job, JobState
 
 router = APIRouter()
@@ -29,6 +29,15 @@ def admitted(state: ServiceState, upload: Upload, request: Request) -> Job:
     if not isinstance(job, Job):
         raise OutcomeError(job.outcome, job.detail, job.retry_after)
     job.on_finish(state.metrics.observe_job)
+    return job
+
+
+def checked(state: ServiceState, upload: Upload) -> Job:
+    """The job `upload` would be, checked like an admission but holding no memory here (the
+    shared store keeps its bytes); the failure raised."""
+    job = check(upload, state.engines, state.budgets, state.settings)
+    if not isinstance(job, Job):
+        raise OutcomeError(job.outcome, job.detail, job.retry_after)
     return job
 
 

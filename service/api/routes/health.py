@@ -48,6 +48,8 @@ async def readyz(state: StateDep) -> JSONResponse:
     }
     if not any(e.ready for e in state.engines.values()):
         reasons.append("no engine is ready")
+    # The shared job store: /jobs cannot take work while Redis or the object store is down.
+    reasons += state.jobs.health()
     default = state.settings.default_model
     engine = state.engines.get(default)
     if engine is not None and not engine.ready:

@@ -1,20 +1,28 @@
-"""/jobs: queue a colorization, follow it, fetch its result, cancel or forget it."""
+"""/jobs: queue a colorization, follow it, fetch its result, cancel or forget it; the same
+routes whether the jobs live in this process or in the shared store (service/jobs/)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, OutcomeError
 from service.api.lease import lease_of
 from service.api.outcomes import answer
-from service.api.routes.colorize import admitted, failure_of, server_timing
+from service.api.routes.colorize import admitted, checked
 from service.api.routes.docs import IMAGE_RESPONSE, RAW_BODY, UPLOAD_ERRORS, errors
 from service.api.state import ServiceState, StateDep
 from service.api.uploads import UploadDep
-from service.imaging.encode import CONTENT_TYPES
-from service.outcomes import Outcome
-from service.worker.jobs import Job, JobState
+from service.jobs.backend import (
+    JobFailed,
+    JobRefused,
+    JobView,
+    NotFinished,
+    ResultGone,
+    UnknownJob,
+)
+from service.worker.jobs import JobState
 
 router = APIRouter()
 
@@ -26,45 +34,58 @@ class JobError(BaseModel):
     """The HTTP status /colorize would have answered for this failure."""
 
 
+class JobProgress(BaseModel):
+    """How far a video job is."""
+
+    frames_done: int
+    frames_total: int | None = None
+    fps: float | None = None
+    seconds_left: float | None = None
+
+
 class JobStatus(BaseModel):
     id: str
     state: JobState
     model: str
+    kind: str = "image"
     position: int | None = None
-    """1-based place in the queue while queued."""
+    """1-based place in this replica's queue while queued (null in the shared store)."""
     timings: dict[str, float]
     error: JobError | None = None
     result_url: str | None = None
     result_note: str | None = None
     """Why the result is no longer available (retention), when it is not."""
+    progress: JobProgress | None = None
+    cancel_requested: bool = False
+    """A DELETE asked a running job to stop: it ends cancelled shortly."""
     created: float
 
 
-def job_status(state: ServiceState, job: Job) -> JobStatus:
+def job_status(view: JobView) -> JobStatus:
     error = None
-    if job.failure is not None:
-        f = job.failure
-        told = answer(f.outcome)
-        error = JobError(error=told.error, detail=f.detail, status=told.status)
-    available = job.state is JobState.DONE and job.result is not None
+    if view.failure is not None:
+        told = answer(view.failure.outcome)
+        error = JobError(error=told.error, detail=view.failure.detail, status=told.status)
+    progress = None
+    if view.progress is not None:
+        p = view.progress
+        progress = JobProgress(
+            frames_done=p.done, frames_total=p.total, fps=p.fps, seconds_left=p.eta_s
+        )
     return JobStatus(
-        id=job.id,
-        state=job.state,
-        model=job.model,
-        position=state.worker.position(job) if job.state is JobState.QUEUED else None,
-        timings={k: round(v, 6) for k, v in job.timings.items()},
+        id=view.id,
+        state=JobState(view.state),
+        model=view.model,
+        kind=view.kind,
+        position=view.position,
+        timings=view.timings,
         error=error,
-        result_url=f"/jobs/{job.id}/result" if available else None,
-        result_note=job.result_dropped,
-        created=job.created_wall,
+        result_url=f"/jobs/{view.id}/result" if view.result_available else None,
+        result_note=view.result_note,
+        progress=progress,
+        cancel_requested=view.cancel_requested,
+        created=view.created,
     )
-
-
-def _job(state: ServiceState, job_id: str) -> Job:
-    job = state.store.get(job_id)
-    if job is None:
-        raise ApiError(404, "unknown_job", "no such job (unknown, or expired)")
-    return job
 
 
 @router.post(
@@ -78,62 +99,81 @@ def _job(state: ServiceState, job_id: str) -> Job:
 async def create_job(
     request: Request, state: StateDep, upload: UploadDep, response: Response
 ) -> JobStatus:
-    """Same inputs as /colorize; answers 202 with `Location: /jobs/{id}`."""
-    job = admitted(state, upload, request)
-    stats = state.stats
-    state.worker.submit(
-        job, on_finish=lambda ended: stats.count_job(ended.model, _outcome(ended).value)
-    )
+    """Same inputs as /colorize; answers 202 with `Location: /jobs/{id}` once the job is
+    stored (in the shared store: its bytes and its record)."""
+    # In the shared store a job holds no memory here while it waits: any replica runs it.
+    job = checked(state, upload) if state.shared is not None else admitted(state, upload, request)
+    try:
+        view = await state.jobs.submit(job, upload)
+    except JobRefused as exc:
+        job.release_hold("upload")
+        f = exc.failure
+        raise OutcomeError(f.outcome, f.detail, f.retry_after) from None
     lease = lease_of(request)
     if lease is not None:
         lease.handed_over = True  # the job counts its own outcome when it ends
-    state.store.add(job)
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return job_status(state, job)
+    response.headers["Location"] = f"/jobs/{view.id}"
+    return job_status(view)
 
 
-def _outcome(job: Job) -> Outcome:
-    return job.outcome or Outcome.ERROR
+async def _view(state: ServiceState, job_id: str) -> JobView:
+    try:
+        return await state.jobs.view(job_id)
+    except UnknownJob:
+        raise ApiError(404, "unknown_job", "no such job (unknown, or expired)") from None
+    except JobRefused as exc:
+        raise OutcomeError(
+            exc.failure.outcome, exc.failure.detail, exc.failure.retry_after
+        ) from None
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=errors(401, 404))
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=errors(401, 404, 503))
 async def get_job(job_id: str, state: StateDep) -> JobStatus:
-    """State (queued, running, done, failed, cancelled), timings, error, result link."""
-    return job_status(state, _job(state, job_id))
+    """State (queued, running, done, failed, cancelled), timings, error, progress, result link."""
+    return job_status(await _view(state, job_id))
 
 
 @router.get(
     "/jobs/{job_id}/result",
     response_class=Response,
-    responses={**IMAGE_RESPONSE, **errors(401, 404, 409)},
+    responses={**IMAGE_RESPONSE, **errors(401, 404, 409, 503)},
 )
 async def get_result(job_id: str, state: StateDep) -> Response:
     """The finished image; 409 while queued or running, or if the job failed."""
-    job = _job(state, job_id)
-    if not job.state.finished:
-        raise ApiError(409, "not_finished", f"the job is {job.state.value}")
-    if job.state is not JobState.DONE:
-        err = failure_of(job)
-        told = answer(err.outcome)
-        raise ApiError(409, told.error, f"the job did not succeed: {err.detail}")
-    result = job.result
-    if result is None:
-        raise ApiError(404, "result_expired", job.result_dropped or "the result is gone")
-    return Response(
-        result,
-        media_type=CONTENT_TYPES[job.output_format],
-        headers={"X-Request-Id": job.id, "Server-Timing": server_timing(job)},
-    )
+    try:
+        body = await state.jobs.result(job_id)
+    except UnknownJob:
+        raise ApiError(404, "unknown_job", "no such job (unknown, or expired)") from None
+    except NotFinished as exc:
+        raise ApiError(409, "not_finished", f"the job is {exc.state}") from None
+    except JobFailed as exc:
+        told = answer(exc.failure.outcome)
+        raise ApiError(409, told.error, f"the job did not succeed: {exc.failure.detail}") from None
+    except ResultGone as exc:
+        raise ApiError(404, "result_expired", str(exc)) from None
+    except JobRefused as exc:
+        raise OutcomeError(
+            exc.failure.outcome, exc.failure.detail, exc.failure.retry_after
+        ) from None
+    headers = {"X-Request-Id": job_id, "Content-Length": str(body.size)}
+    if body.data is not None:
+        return Response(body.data, media_type=body.content_type, headers=headers)
+    assert body.chunks is not None
+    # Streamed from the object store, not redirected to it: its endpoint is usually internal
+    # to the cluster, and the API key keeps guarding the result.
+    return StreamingResponse(body.chunks, media_type=body.content_type, headers=headers)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=errors(401, 404, 409))
+@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=errors(401, 404, 503))
 async def delete_job(job_id: str, state: StateDep) -> JobStatus:
-    """Cancel a queued job, or forget a finished one (done, failed or cancelled); a running job
-    cannot be stopped (409)."""
-    job = _job(state, job_id)
-    if job.state.finished:
-        state.store.remove(job.id)
-        return job_status(state, job)
-    if job.state is JobState.RUNNING or not state.worker.cancel(job):
-        raise ApiError(409, "running", "the job is running and cannot be cancelled")
-    return job_status(state, job)  # cancelled now; its record says so until it expires
+    """Cancel a queued job; stop a running one (it ends `cancelled` at its next step); forget a
+    finished one (done, failed or cancelled)."""
+    try:
+        view = await state.jobs.cancel(job_id)
+    except UnknownJob:
+        raise ApiError(404, "unknown_job", "no such job (unknown, or expired)") from None
+    except JobRefused as exc:
+        raise OutcomeError(
+            exc.failure.outcome, exc.failure.detail, exc.failure.retry_after
+        ) from None
+    return job_status(view)
