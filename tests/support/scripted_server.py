@@ -148,7 +148,7 @@ def main() -> None:
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
-    server = DrainingServer(config, app)
+    server = DrainingServer(config, app, settings)
     # Announce the port once uvicorn is up, from a thread that polls its `started` flag.
     port = sock.getsockname()[1]
 
