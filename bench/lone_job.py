@@ -106,7 +106,7 @@ def measure(models: list[str], sizes: list[int], runs: int) -> list[dict[str, An
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table for docs/performance.md."""
     lines = [
-        "| engine | size | in-process (median) | through the service (median) | ratio (median, min-max) |",
+        "| engine | size | in-process | through the service | ratio (median, min-max) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
