@@ -1,13 +1,19 @@
 """Video: colour a film of any length inside a fixed memory budget, with less flicker.
 
+The modules, in the order a job uses them:
+
 - `sniff`: which container the bytes are (MP4, MOV, WebM, Matroska), never the name;
 - `headers`: what the container declares, read by a bounded walk before FFmpeg opens it;
 - `probe`: `probe(path, limits) -> VideoInfo`, every limit checked before decoding;
-- `decode`: `VideoSource`, upright RGB frames streamed one at a time, counted and bounded.
+- `decode`: `VideoSource`, upright RGB frames streamed one at a time, counted and bounded;
+- `stabilize`: `ChromaStabilizer`, scene cuts and a bounded chroma blend;
+- `encode`: `VideoEncoder`, H.264 yuv420p MP4 with the source's timestamps and audio;
+- `flicker`: the metrics (CDC, static |delta ab|).
 
 Errors carry their Outcome (errors.py); limits live in `VideoLimits` (limits.py).
 """
 
+from service.video.encode import EncodeOptions
 from service.video.errors import (
     InvalidVideo,
     UnsupportedVideo,
@@ -16,15 +22,22 @@ from service.video.errors import (
     VideoError,
     VideoTooLarge,
 )
+from service.video.flicker import CdcMeter, StaticAbMeter, cdc, static_delta_ab
 from service.video.info import Orientation, VideoInfo
 from service.video.limits import VideoLimits
 from service.video.probe import probe
 from service.video.sniff import Container, sniff
+from service.video.stabilize import ChromaStabilizer, StabilizerSettings
 
 __all__ = [
+    "CdcMeter",
+    "ChromaStabilizer",
     "Container",
+    "EncodeOptions",
     "InvalidVideo",
     "Orientation",
+    "StabilizerSettings",
+    "StaticAbMeter",
     "UnsupportedVideo",
     "VideoCancelled",
     "VideoEncodeFailed",
@@ -32,6 +45,8 @@ __all__ = [
     "VideoInfo",
     "VideoLimits",
     "VideoTooLarge",
+    "cdc",
     "probe",
     "sniff",
+    "static_delta_ab",
 ]

@@ -1,13 +1,17 @@
-"""Clips generated once per session (each tens of milliseconds) and limits for them."""
+"""Clips generated once per session (each tens of milliseconds), limits and engines for them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from service.engines.base import ColorizeRequest, Engine
 from service.video import VideoLimits
+from tests.support.engines import JitterEngine
 from tests.support.videos import ClipSpec, make_clip, million_frames, with_spec
 
 CLIPS: dict[str, ClipSpec] = {
@@ -49,3 +53,30 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def limits() -> VideoLimits:
     return VideoLimits()
+
+
+@pytest.fixture(scope="session")
+def eccv16(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """eccv16 on the CPU with generated (seeded, calibrated) weights."""
+    from service.engines.eccv16 import Eccv16Engine
+    from service.engines.weights import save_random_checkpoint
+
+    directory = tmp_path_factory.mktemp("weights")
+    save_random_checkpoint("eccv16", directory)
+    engine = Eccv16Engine(torch.device("cpu"), directory)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def jitter() -> JitterEngine:
+    return JitterEngine(torch.device("cpu"))
+
+
+def colorize_with(engine: Engine) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The runner's `colorize`: one engine call per batch, as a device lane would make it."""
+
+    def colorize(images: list[np.ndarray]) -> list[np.ndarray]:
+        return engine.run([ColorizeRequest(image) for image in images])
+
+    return colorize
