@@ -8,7 +8,8 @@ The modules, in the order a job uses them:
 - `decode`: `VideoSource`, upright RGB frames streamed one at a time, counted and bounded;
 - `stabilize`: `ChromaStabilizer`, scene cuts and a bounded chroma blend;
 - `encode`: `VideoEncoder`, H.264 yuv420p MP4 with the source's timestamps and audio;
-- `flicker`: the metrics (CDC, static |delta ab|).
+- `plan`: `VideoMemoryPlan`, the bytes of every buffer for a frame size;
+- `runner`: `colorize_video`, the job; `flicker`: the metrics (CDC, static |delta ab|).
 
 Errors carry their Outcome (errors.py); limits live in `VideoLimits` (limits.py).
 """
@@ -25,7 +26,9 @@ from service.video.errors import (
 from service.video.flicker import CdcMeter, StaticAbMeter, cdc, static_delta_ab
 from service.video.info import Orientation, VideoInfo
 from service.video.limits import VideoLimits
+from service.video.plan import VideoMemoryPlan
 from service.video.probe import probe
+from service.video.runner import VideoProgress, VideoResult, colorize_video
 from service.video.sniff import Container, sniff
 from service.video.stabilize import ChromaStabilizer, StabilizerSettings
 
@@ -44,8 +47,12 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "VideoLimits",
+    "VideoMemoryPlan",
+    "VideoProgress",
+    "VideoResult",
     "VideoTooLarge",
     "cdc",
+    "colorize_video",
     "probe",
     "sniff",
     "static_delta_ab",

@@ -1,0 +1,85 @@
+"""The memory of one video job, per buffer, computed from the frame size before anything is
+allocated: what the runner reserves, and what docs/video.md tabulates.
+
+A job holds, for its whole life and whatever the film's length:
+
+| purpose            | bytes                                                                |
+| ------------------ | -------------------------------------------------------------------- |
+| video_decoder      | FFmpeg's decoder (reference frames, frame threads) and one frame's   |
+|                    | RGB conversion and rotation: DECODER_FIXED + DECODER_B/PX x pixels    |
+| video_window       | the decoded window: batch x width x height x 3                       |
+| video_colored      | the colourised window returned by `colorize`: batch x w x h x 3      |
+| video_stabilizer   | previous frame's state (12 B/px) and one frame's work (160 B/px)     |
+| video_encoder      | libx264's state and held frames, the conversion, the audio queue     |
+
+The colour work inside `colorize` (engine tensors on the device or host) is not here: the caller
+that runs the engine reserves it per batch, as it does for images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.video.encode import encoder_bytes, held_frames
+from service.video.info import VideoInfo
+from service.video.limits import VideoLimits
+from service.video.stabilize import ChromaStabilizer
+
+MiB = 1024 * 1024
+
+# Measured peak RSS of decoding with threads 1-4 (bench/video_memory.py): 19 B/px for 1080p
+# H.264 with 3 reference frames, 13 B/px for VP9, plus ~8 MiB. 48 B/px covers H.264's worst case
+# of 16 reference frames at 8 bits (1.5 B/px each), frame threads and the RGB conversion
+# (3 B/px), the rotation's copy (3 B/px).
+DECODER_FIXED_BYTES = 16 * MiB
+DECODER_BYTES_PER_PIXEL = 48
+
+
+@dataclass(frozen=True)
+class VideoMemoryPlan:
+    """Bytes per buffer of one video job; `reservations` is what the runner reserves."""
+
+    decoder: int
+    window: int
+    colored: int
+    stabilizer: int
+    encoder: int
+    encoder_frames: int
+    """Frames the encoder may hold (libx264's look-ahead and threads, plus one kept back)."""
+
+    @classmethod
+    def for_video(
+        cls, info: VideoInfo, batch: int, stabilize: bool, limits: VideoLimits
+    ) -> VideoMemoryPlan:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        w, h = info.width, info.height
+        stabilizer = (
+            ChromaStabilizer.state_bytes(w, h) + ChromaStabilizer.working_bytes(w, h)
+            if stabilize
+            else 0
+        )
+        return cls(
+            decoder=DECODER_FIXED_BYTES + DECODER_BYTES_PER_PIXEL * info.pixels,
+            window=batch * info.frame_bytes,
+            colored=batch * info.frame_bytes,
+            stabilizer=stabilizer,
+            encoder=encoder_bytes(w, h, limits, info.audio_streams),
+            encoder_frames=held_frames(limits),
+        )
+
+    @property
+    def reservations(self) -> dict[str, int]:
+        """purpose -> bytes, in the order they are reserved (zero-byte buffers left out)."""
+        named = {
+            "video_decoder": self.decoder,
+            "video_window": self.window,
+            "video_colored": self.colored,
+            "video_stabilizer": self.stabilizer,
+            "video_encoder": self.encoder,
+        }
+        return {purpose: nbytes for purpose, nbytes in named.items() if nbytes}
+
+    @property
+    def total(self) -> int:
+        return sum(self.reservations.values())
