@@ -220,6 +220,13 @@ class VideoSource:
                 )
         # Scaled to the probed size: a stream that changes resolution mid-way keeps the size
         # every buffer was reserved for (the decoder itself is capped by max_pixels).
-        rgb = frame.to_ndarray(format="rgb24", width=info.stored_width, height=info.stored_height)
+        rgb = frame.to_ndarray(
+            format="rgb24",
+            width=info.stored_width,
+            height=info.stored_height,
+            # PyAV assumes limited range unless told: a full-range stream (phones) would lose
+            # its blacks and whites.
+            src_color_range=frame.color_range,
+        )
         image = upright(rgb, info.orientation)
         return DecodedFrame(index, image, frame.pts, int(frame.duration or 0))

@@ -44,9 +44,10 @@ from service.video.limits import VideoLimits
 MiB = 1024 * 1024
 
 # libx264's memory, measured with peak RSS on CPU (bench/video_memory.py; veryfast, bf=0):
-# about 40 B/px of fixed state (reference and look-ahead planes, macroblock tables) and 3.3 B/px
-# per frame it holds. The constants round both up so that the estimate is an upper bound.
-ENCODER_FIXED_BYTES = 16 * MiB
+# 34-49 B/px with look-ahead 0 (reference and look-ahead planes, macroblock tables, our
+# conversion) and 3.1-3.3 B/px per further frame it holds, at 640x360 and 1920x1080. The
+# constants round both up: the estimate is 1.4-2.1x the measured peak.
+ENCODER_FIXED_BYTES = 8 * MiB
 ENCODER_BYTES_PER_PIXEL = 48
 ENCODER_BYTES_PER_HELD_PIXEL = 4
 AUDIO_QUEUE_BYTES = 4 * MiB

@@ -27,12 +27,13 @@ from service.video.stabilize import ChromaStabilizer
 
 MiB = 1024 * 1024
 
-# Measured peak RSS of decoding with threads 1-4 (bench/video_memory.py): 19 B/px for 1080p
-# H.264 with 3 reference frames, 13 B/px for VP9, plus ~8 MiB. 48 B/px covers H.264's worst case
-# of 16 reference frames at 8 bits (1.5 B/px each), frame threads and the RGB conversion
-# (3 B/px), the rotation's copy (3 B/px).
-DECODER_FIXED_BYTES = 16 * MiB
-DECODER_BYTES_PER_PIXEL = 48
+# Measured peak RSS of decoding to RGB (bench/video_memory.py): 13-15 B/px for H.264 with one to
+# three reference frames, 13 B/px for VP9. The reservation is for the worst stream a client can
+# send, not the typical one: H.264 may keep 16 reference frames (1.5 B/px each at 8 bits), plus
+# the frame being decoded and one per frame thread, the RGB conversion (3 B/px) and the rotation's
+# copy (3 B/px): 40 B/px, about 3x what a typical stream uses.
+DECODER_FIXED_BYTES = 8 * MiB
+DECODER_BYTES_PER_PIXEL = 40
 
 
 @dataclass(frozen=True)

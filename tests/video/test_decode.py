@@ -168,3 +168,14 @@ def test_cancel_stops_decoding_at_the_next_packet(clip: Clip, limits: VideoLimit
             if seen == 3:
                 cancel.set()
     assert seen <= 4 + limits.decoder_threads
+
+
+def test_the_decoder_cannot_allocate_a_frame_over_the_limit(clip: Clip) -> None:
+    """Defence in depth behind the probe: FFmpeg's max_pixels refuses a frame larger than the
+    resolution limit (a stream that grows mid-way), whatever was checked before."""
+    info = probe(clip("mp4"), VideoLimits())
+    with (
+        VideoSource(clip("mp4"), info, VideoLimits(max_long_side=64, max_short_side=64)) as source,
+        pytest.raises(InvalidVideo),
+    ):
+        next(iter(source.frames()))
