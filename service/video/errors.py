@@ -46,7 +46,9 @@ class VideoTooLarge(VideoError):
     def __init__(self, message: str, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
-        """The COLORIZE_VIDEO_* variable (or VideoLimits field) that refused it."""
+        """The VideoLimits field that refused it (its COLORIZE_VIDEO_* variable is in the
+        message), or `frames_declared` / `audio_packets_declared`: a stream that outgrew, as
+        decoded, the count its container declared and the job's memory was reserved for."""
 
 
 class VideoCancelled(VideoError):

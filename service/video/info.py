@@ -60,6 +60,9 @@ class VideoInfo:
     audio_codecs: tuple[str, ...]
     """One entry per audio stream, each copied unchanged into the result."""
     file_bytes: int
+    audio_packets: int = 0
+    """Packets in all audio streams: the container's count (MP4/MOV sample tables), else
+    AUDIO_PACKETS_PER_SECOND per stream over the duration (Matroska declares none)."""
 
     @property
     def rotation(self) -> int:

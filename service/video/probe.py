@@ -12,6 +12,7 @@ Three looks, each cheaper than what it protects:
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from service.video.sniff import SNIFF_BYTES, sniff
 COPYABLE_AUDIO = frozenset({"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3", "mp2"})
 """Audio codecs an MP4 carries as they are (registered MP4 sample entries): the result copies
 their packets unchanged. Anything else is refused up front rather than re-encoded or dropped."""
+
+AUDIO_PACKETS_PER_SECOND = 100
+"""Estimate for an audio stream that declares no packet count: AAC at 48 kHz makes 47 a second,
+Opus 50 (20 ms frames) or 100 (10 ms), MP3 38, AC-3 31."""
 
 FIRST_FRAME_PACKETS = 256
 """Packets read looking for the first frame before the stream counts as undecodable."""
@@ -73,6 +78,10 @@ def probe(path: Path, limits: VideoLimits) -> VideoInfo:
             duration = _duration(video.duration, time_base, source.duration, declared)
             rate = _frame_rate(video.average_rate, video.guessed_rate, video.frames, duration)
             declared_frames = video.frames if video.frames > 0 else None
+            audio_packets = sum(
+                a.frames if a.frames > 0 else math.ceil(duration * AUDIO_PACKETS_PER_SECOND)
+                for a in audio
+            )
             frames = declared_frames or max(1, round(duration * rate))
             width, height = ctx.width, ctx.height
             _check_size(width, height, limits)
@@ -107,6 +116,7 @@ def probe(path: Path, limits: VideoLimits) -> VideoInfo:
         time_base=time_base,
         audio_codecs=codecs,
         file_bytes=size,
+        audio_packets=audio_packets,
     )
 
 

@@ -27,7 +27,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 
 from service.video.decode import DecodedFrame, VideoSource
@@ -112,8 +114,9 @@ def colorize_video(
             with VideoSource(source, info, limits, cancel) as video:
                 encoder = VideoEncoder(partial, info, video.audio, limits, encode)
                 job.encoder = encoder
+                job.plan = plan
                 try:
-                    for frame in video.frames(on_audio=encoder.copy_audio):
+                    for frame in video.frames(on_audio=job.copy_audio):
                         job.add(frame)
                     job.flush()
                     encoder.close(job.last_duration or None)
@@ -165,7 +168,10 @@ class _Job:
         self.window: list[DecodedFrame] = []
         self.stabilizer: ChromaStabilizer | None = None
         self.encoder: VideoEncoder | None = None
+        self.plan: VideoMemoryPlan | None = None
         self.done = 0
+        self.decoded = 0
+        self.audio_packets = 0
         self.last_duration = 0
 
     def check_cancel(self) -> None:
@@ -173,9 +179,29 @@ class _Job:
             raise VideoCancelled(f"cancelled after {self.done} frames")
 
     def add(self, frame: DecodedFrame) -> None:
+        assert self.plan is not None
+        self.decoded += 1
+        if self.decoded > self.plan.max_frames:
+            raise VideoTooLarge(
+                f"the video has more than {self.plan.max_frames} frames as decoded; the container "
+                f"said about {self.info.frames}, and the job's memory was reserved for that",
+                "frames_declared",
+            )
         self.window.append(frame)
         if len(self.window) >= self.batch:
             self.flush()
+
+    def copy_audio(self, packet: av.Packet[Any]) -> None:
+        assert self.plan is not None and self.encoder is not None
+        self.audio_packets += 1
+        if self.audio_packets > self.plan.max_audio_packets:
+            raise VideoTooLarge(
+                f"the audio has more than {self.plan.max_audio_packets} packets as copied; the "
+                f"container said about {self.info.audio_packets}, and the job's memory was "
+                "reserved for that",
+                "audio_packets_declared",
+            )
+        self.encoder.copy_audio(packet)
 
     def flush(self) -> None:
         if not self.window:

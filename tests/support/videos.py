@@ -194,10 +194,13 @@ def claim_duration(data: bytes, seconds: float) -> bytes:
     return bytes(out)
 
 
-def million_frames(path: Path, frames: int = 1_000_000, side: int = 16) -> Path:
-    """A real MP4 of `frames` tiny identical frames at 1000 fps (1000 s): one H.264 key frame,
-    then the same 9-byte skip frame muxed again and again (about 1 s and 13 MB)."""
-    out = av.open(str(path), "w", format="mp4")
+def million_frames(
+    path: Path, frames: int = 1_000_000, side: int = 16, container: str = "mp4"
+) -> Path:
+    """A real video of `frames` tiny identical frames at 1000 fps (1000 s for a million): one
+    H.264 key frame, then the same 9-byte skip frame muxed again and again (about 1 s and 13 MB
+    for a million)."""
+    out = av.open(str(path), "w", format=FORMATS[container])
     stream = out.add_stream("libx264", rate=1000)
     stream.width = stream.height = side
     stream.pix_fmt = "yuv420p"

@@ -31,7 +31,13 @@ from service.video import (
     static_delta_ab,
 )
 from tests.support.engines import JitterEngine
-from tests.support.videos import expected_frames, make_clip, with_spec
+from tests.support.videos import (
+    claim_duration,
+    expected_frames,
+    make_clip,
+    million_frames,
+    with_spec,
+)
 from tests.video.conftest import CLIPS, Clip, colorize_with
 from tests.video.test_stabilize import QUANTISATION, ab_distance, stabilised
 
@@ -136,11 +142,12 @@ def test_every_buffer_is_reserved_before_the_first_frame_and_held_to_the_end(
         "video_colored",
         "video_stabilizer",
         "video_encoder",
+        "video_index",
     }
     assert reserved["video_window"] == 5 * 160 * 96 * 3
     assert reserved["video_stabilizer"] == (12 + 144) * 160 * 96
     assert all(k == "reserve" for k in kinds[:first_colorize])
-    assert all(k == "release" for k in kinds[last_colorize:]) and kinds.count("release") == 5
+    assert all(k == "release" for k in kinds[last_colorize:]) and kinds.count("release") == 6
     assert [n for k, n in recorder.events if k == "colorize"] == [5, 5, 5, 5, 4]
 
 
@@ -235,6 +242,29 @@ def test_a_failing_engine_leaves_no_file(clip: Clip, tmp_path: Path, limits: Vid
             stabilize=False, reserve=Recorder().reserve, limits=limits,
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_container_that_understates_its_length_cannot_outgrow_the_reservation(
+    tmp_path: Path,
+) -> None:
+    """1,500 frames in a Matroska file whose Segment says 0.1 s (100 frames at 1000 fps): the
+    sample index was reserved for about that many, so decoding stops past the allowance."""
+    honest = million_frames(tmp_path / "honest.mkv", frames=1500, container="mkv")
+    liar = tmp_path / "liar.mkv"
+    liar.write_bytes(claim_duration(honest.read_bytes(), 0.1))
+    limits = VideoLimits()
+    info = probe(liar, limits)
+    plan = VideoMemoryPlan.for_video(info, 50, False, limits)
+    assert info.frames == 100 and plan.max_frames == 1125
+    assert plan.index == 128 * (plan.max_frames + plan.max_audio_packets)
+    with pytest.raises(VideoTooLarge) as error:
+        colorize_video(
+            liar, tmp_path / "r.mp4", info, lambda images: images, batch=50, stabilize=False,
+            reserve=Recorder().reserve, limits=limits,
+        )  # fmt: skip
+    assert error.value.limit == "frames_declared"
+    assert "more than 1125 frames as decoded" in error.value.message
+    assert not (tmp_path / "r.mp4").exists()
 
 
 def test_the_per_job_disk_limit_stops_a_growing_result(
