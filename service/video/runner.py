@@ -108,13 +108,12 @@ def colorize_video(
         for purpose, nbytes in plan.reservations.items():
             held.enter_context(reserve(nbytes, purpose))
         try:
-            job = _Job(info, colorize, batch, limits, cancel, progress, started)
+            job = _Job(info, plan, colorize, batch, limits, cancel, progress, started)
             if stabilize:
                 job.stabilizer = ChromaStabilizer(stabilizer)
             with VideoSource(source, info, limits, cancel) as video:
                 encoder = VideoEncoder(partial, info, video.audio, limits, encode)
                 job.encoder = encoder
-                job.plan = plan
                 try:
                     for frame in video.frames(on_audio=job.copy_audio):
                         job.add(frame)
@@ -151,6 +150,7 @@ class _Job:
     def __init__(
         self,
         info: VideoInfo,
+        plan: VideoMemoryPlan,
         colorize: Colorize,
         batch: int,
         limits: VideoLimits,
@@ -168,7 +168,7 @@ class _Job:
         self.window: list[DecodedFrame] = []
         self.stabilizer: ChromaStabilizer | None = None
         self.encoder: VideoEncoder | None = None
-        self.plan: VideoMemoryPlan | None = None
+        self.plan = plan
         self.done = 0
         self.decoded = 0
         self.audio_packets = 0
@@ -179,7 +179,6 @@ class _Job:
             raise VideoCancelled(f"cancelled after {self.done} frames")
 
     def add(self, frame: DecodedFrame) -> None:
-        assert self.plan is not None
         self.decoded += 1
         if self.decoded > self.plan.max_frames:
             raise VideoTooLarge(
@@ -192,7 +191,7 @@ class _Job:
             self.flush()
 
     def copy_audio(self, packet: av.Packet[Any]) -> None:
-        assert self.plan is not None and self.encoder is not None
+        assert self.encoder is not None
         self.audio_packets += 1
         if self.audio_packets > self.plan.max_audio_packets:
             raise VideoTooLarge(
