@@ -29,6 +29,12 @@ class Outcome(str, Enum):
     UNSUPPORTED_FORMAT = "unsupported_format"
     IMAGE_TOO_LARGE = "image_too_large"
     """Over COLORIZE_MAX_PIXELS."""
+    INVALID_VIDEO = "invalid_video"
+    """An accepted video container that cannot be decoded (empty, truncated, corrupt, no video
+    stream), or a still or animated image sent as a video."""
+    VIDEO_TOO_LARGE = "video_too_large"
+    """Over a COLORIZE_VIDEO_* limit: resolution, duration, frame count, pixel rate, streams or
+    the per-job disk space; the detail names the limit."""
     TOO_LARGE = "too_large"
     """Can never fit the memory budget, however long it waits."""
     MEMORY_BUSY = "memory_busy"

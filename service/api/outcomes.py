@@ -37,6 +37,8 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.INVALID_IMAGE: Answer(422, "undecodable_image"),
         Outcome.UNSUPPORTED_FORMAT: Answer(415, "unsupported_format"),
         Outcome.IMAGE_TOO_LARGE: Answer(413, "image_too_large"),
+        Outcome.INVALID_VIDEO: Answer(422, "undecodable_video"),
+        Outcome.VIDEO_TOO_LARGE: Answer(413, "video_too_large"),
         Outcome.TOO_LARGE: Answer(413, "too_large_for_memory"),
         Outcome.MEMORY_BUSY: Answer(503, "memory_busy", 2),
         # Weights do not appear by waiting: no Retry-After unless a download is under way

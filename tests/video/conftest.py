@@ -1,0 +1,82 @@
+"""Clips generated once per session (each tens of milliseconds), limits and engines for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.engines.base import ColorizeRequest, Engine
+from service.video import VideoLimits
+from tests.support.engines import JitterEngine
+from tests.support.videos import ClipSpec, make_clip, million_frames, with_spec
+
+CLIPS: dict[str, ClipSpec] = {
+    "mp4": with_spec(audio=True),
+    "mov": with_spec(container="mov", audio=True),
+    "webm": with_spec(container="webm", audio=True),
+    "mkv": with_spec(container="mkv", audio=True, audio_streams=2),
+    "silent": ClipSpec(),
+    "vfr": with_spec(vfr=True, audio=True),
+    "rotated": with_spec(width=96, height=160, rotate=90, audio=True),
+    "odd": with_spec(width=75, height=45, frames=12, cut_at=None, container="webm"),
+}
+"""The good clips: name -> what they are made of (1 s, 160x96 unless said otherwise)."""
+
+Clip = Callable[[str], Path]
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """clip(name) -> the path of CLIPS[name], generated on first use."""
+    directory = tmp_path_factory.mktemp("clips")
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            spec = CLIPS[name]
+            made[name] = make_clip(directory / f"{name}.{spec.container}", spec)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MP4 of a million 16x16 frames (about 1 s to make, 13 MB)."""
+    return million_frames(tmp_path_factory.mktemp("million") / "million.mp4")
+
+
+@pytest.fixture(scope="session")
+def limits() -> VideoLimits:
+    return VideoLimits()
+
+
+@pytest.fixture(scope="session")
+def eccv16(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """eccv16 on the CPU with generated (seeded, calibrated) weights."""
+    from service.engines.eccv16 import Eccv16Engine
+    from service.engines.weights import save_random_checkpoint
+
+    directory = tmp_path_factory.mktemp("weights")
+    save_random_checkpoint("eccv16", directory)
+    engine = Eccv16Engine(torch.device("cpu"), directory)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def jitter() -> JitterEngine:
+    return JitterEngine(torch.device("cpu"))
+
+
+def colorize_with(engine: Engine) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The runner's `colorize`: one engine call per batch, as a device lane would make it."""
+
+    def colorize(images: list[np.ndarray]) -> list[np.ndarray]:
+        return engine.run([ColorizeRequest(image) for image in images])
+
+    return colorize
