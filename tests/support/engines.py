@@ -151,11 +151,14 @@ class JitterEngine(Engine):
     def ready(self) -> bool:
         return True
 
-    def run(
-        self, requests: Sequence[ColorizeRequest], chunk_bytes: int | None = None
-    ) -> list[np.ndarray]:
+    def forward(
+        self,
+        requests: Sequence[ColorizeRequest],
+        prepared: Sequence[object | None],
+        chunk_bytes: int | None = None,
+    ) -> list[object]:
         self.batches.append(len(requests))
-        outputs = []
+        outputs: list[object] = []
         for request in requests:
             seed = zlib.crc32(np.ascontiguousarray(request.image).tobytes())
             da, db = np.random.default_rng(seed).uniform(-self.jitter, self.jitter, 2)

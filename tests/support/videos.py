@@ -23,7 +23,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from tests.conftest import DATA_DIR
+from tests.support.images import DATA_DIR
 
 FORMATS = {"mp4": "mp4", "mov": "mov", "webm": "webm", "mkv": "matroska"}
 

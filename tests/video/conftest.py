@@ -58,8 +58,8 @@ def limits() -> VideoLimits:
 @pytest.fixture(scope="session")
 def eccv16(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """eccv16 on the CPU with generated (seeded, calibrated) weights."""
+    from devkit.checkpoints import save_random_checkpoint
     from service.engines.eccv16 import Eccv16Engine
-    from service.engines.weights import save_random_checkpoint
 
     directory = tmp_path_factory.mktemp("weights")
     save_random_checkpoint("eccv16", directory)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.tensor_memory import LiveTensorBytes
 from service.engines.base import ColorizeRequest
 from service.imaging.lab import rgb_to_lab, to_tensor
 from service.video import ChromaStabilizer, StabilizerSettings, cdc, static_delta_ab
 from service.video.stabilize import SceneCutDetector
 from tests.support.engines import JitterEngine
-from tests.support.memory import LiveTensorBytes
 from tests.support.videos import ClipSpec, expected_frames, with_spec
 
 CPU = torch.device("cpu")
