@@ -103,7 +103,8 @@ def test_idle_uploads_that_declare_25_mib_hold_only_what_arrived(server: ServerP
         answered = time.monotonic() - started
         assert r.status_code == 200 and answered < 30, (r.status_code, answered)
         print(
-            f"\nhostage: 60 idle 25 MiB uploads hold 240 bytes; a 64x64 job answered in {answered:.2f} s"
+            f"\nhostage: 60 idle 25 MiB uploads hold 240 bytes; a 64x64 job answered in "
+            f"{answered:.2f} s"
         )
         before = counted(server, "body_timeout")
         # Past COLORIZE_BODY_IDLE_TIMEOUT_S each gets 408 and its bytes go back.
