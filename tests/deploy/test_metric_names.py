@@ -82,7 +82,11 @@ def _sources() -> list[tuple[str, str]]:
     out = [(f"dashboard panel {title!r}", expr) for title, expr in dashboard_queries()]
     out += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
     scaled = k8s_object("ScaledObject")
-    out += [("KEDA trigger", t["metadata"]["query"]) for t in scaled["spec"]["triggers"]]
+    out += [
+        ("KEDA trigger", t["metadata"]["query"])
+        for t in scaled["spec"]["triggers"]
+        if t["type"] == "prometheus"
+    ]
     rule_doc = k8s_object("PrometheusRule")
     out += [
         (f"PrometheusRule {rule['alert']}", rule["expr"])
