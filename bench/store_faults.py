@@ -1,7 +1,7 @@
 """`python -m bench.store_faults`: how the shared job store rides out a dead replica and a
 restarted Redis, measured against a real redis-server and SeaweedFS on loopback.
 
-claim: a replica process (tests/support/store_worker.py) takes a job and is SIGKILLed; an idle
+claim: a replica process (devkit/store_worker.py) takes a job and is SIGKILLed; an idle
 survivor in this process pulls with a long timeout. Reported: seconds from the kill to the
 survivor holding the job, per trial, for the heartbeat and claim times given.
 
@@ -25,18 +25,18 @@ import time
 from pathlib import Path
 
 from pydantic import SecretStr
-from tests.support.live import ROOT
 
-from service.store import RecordState, SharedStore, StoreConfig
-from tests.support.services import (
-    ACCESS_KEY,
-    SECRET_KEY,
+from devkit.services import (
     RedisServer,
     SeaweedServer,
+    ToolMissing,
+    aws_environment,
     aws_session,
 )
-from tests.support.store import admit_all, image_record
+from devkit.store_jobs import admit_all, image_record
+from service.store import RecordState, SharedStore, StoreConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "colorize-bench"
 
 
@@ -64,14 +64,13 @@ async def claim_once(
         "COLORIZE_SHARED_PREFIX": cfg.prefix,
         "COLORIZE_SHARED_HEARTBEAT_S": str(heartbeat),
         "COLORIZE_SHARED_CLAIM_AFTER_S": str(after),
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        **aws_environment(),
     }
     api = SharedStore(cfg, session=aws_session())
     await api.open(consume=False)
     stored = await api.queue.submit(image_record(), b"x")
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.store_worker"],
+        [sys.executable, "-m", "devkit.store_worker"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert child.stdout is not None
@@ -168,4 +167,7 @@ if __name__ == "__main__":
         default=[(0.2, 1.0)],
         help="heartbeat/claim-after pairs in seconds (the defaults are 5/20)",
     )
-    asyncio.run(main(parser.parse_args()))
+    try:
+        asyncio.run(main(parser.parse_args()))
+    except ToolMissing as missing:
+        sys.exit(f"bench.store_faults needs real servers: {missing}")

@@ -82,7 +82,11 @@ def _sources() -> list[tuple[str, str]]:
     out = [(f"dashboard panel {title!r}", expr) for title, expr in dashboard_queries()]
     out += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
     scaled = k8s_object("ScaledObject")
-    out += [("KEDA trigger", t["metadata"]["query"]) for t in scaled["spec"]["triggers"]]
+    out += [
+        ("KEDA trigger", t["metadata"]["query"])
+        for t in scaled["spec"]["triggers"]
+        if t["type"] == "prometheus"
+    ]
     rule_doc = k8s_object("PrometheusRule")
     out += [
         (f"PrometheusRule {rule['alert']}", rule["expr"])
@@ -92,16 +96,23 @@ def _sources() -> list[tuple[str, str]]:
     return out
 
 
-def test_every_exported_sample_belongs_to_a_typed_family(exposition: str) -> None:
+def test_every_exported_sample_belongs_to_a_typed_family(shared_exposition: str) -> None:
     # Guards the reader below: a sample outside every family would be invisible to it.
-    assert sample_names(exposition) - set(selectable_names(exposition)) == set()
+    assert sample_names(shared_exposition) - set(selectable_names(shared_exposition)) == set()
+
+
+def test_the_store_adds_its_own_families(exposition: str, store_exposition: str) -> None:
+    # Shared mode adds families to /metrics; none may collide with the app's own.
+    store = selectable_names(store_exposition)
+    assert store and all(name.startswith("colorize_") for name in store)
+    assert not set(store) & set(selectable_names(exposition))
 
 
 @pytest.mark.parametrize(("where", "expr"), _sources(), ids=[w for w, _ in _sources()])
-def test_query_selects_only_exported_metrics(exposition: str, where: str, expr: str) -> None:
+def test_query_selects_only_exported_metrics(shared_exposition: str, where: str, expr: str) -> None:
     names = metric_names(expr)
     assert names, f"{where}: no metric found in {expr!r}"
-    exported = selectable_names(exposition)
+    exported = selectable_names(shared_exposition)
     unknown = sorted(names - set(exported) - SCRAPE_SERIES)
     assert not unknown, f"{where} uses {unknown}, which /metrics does not export"
 
@@ -145,6 +156,26 @@ DASHBOARD_SIGNALS = {
         "colorize_queued_upload_bytes",
     },
     "stage depth and busy time": {"colorize_stage_depth", "colorize_stage_busy_seconds_total"},
+    # Issue 20: the shared job store.
+    "shared queue jobs and bytes against their bounds": {
+        "colorize_shared_queue_jobs",
+        "colorize_shared_queue_limit_jobs",
+        "colorize_shared_queue_bytes",
+        "colorize_shared_queue_limit_bytes",
+    },
+    "consumer group lag, pending entries, stream length, consumers": {
+        "colorize_shared_group_lag",
+        "colorize_shared_pending_entries",
+        "colorize_shared_stream_entries",
+        "colorize_shared_consumers",
+    },
+    "claims of a dead replica's work, dead letters, refusals": {
+        "colorize_shared_claims_total",
+        "colorize_shared_dead_letters_total",
+        "colorize_shared_queue_full_total",
+    },
+    "store latency": {"colorize_store_operation_duration_seconds_bucket"},
+    "store errors and reachability": {"colorize_store_errors_total", "colorize_store_up"},
 }
 
 
@@ -177,6 +208,11 @@ ALERT_SIGNALS = {
     "ColorizeTargetDown": {"up"},
     "ColorizeWorkerDead": {"colorize_worker_alive", "colorize_draining"},
     "ColorizeDrainingTooLong": {"colorize_draining"},
+    "ColorizeSharedStoreDown": {"colorize_store_up"},
+    "ColorizeSharedStoreErrors": {"colorize_store_errors_total"},
+    "ColorizeSharedBacklogGrowing": {"colorize_shared_group_lag"},
+    "ColorizeSharedQueueFull": {"colorize_shared_queue_full_total"},
+    "ColorizeSharedDeadLetters": {"colorize_shared_dead_letters_total"},
 }
 
 

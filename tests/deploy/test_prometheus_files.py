@@ -37,13 +37,14 @@ def test_promtool_accepts(args: tuple[str, ...]) -> None:
     assert "SUCCESS" in out.stdout + out.stderr
 
 
-def test_config_scrapes_the_colorizer_as_job_colorize_and_loads_the_alerts() -> None:
+def test_config_scrapes_the_replicas_as_job_colorize_and_loads_the_alerts() -> None:
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     assert config["rule_files"] == [ALERTS.name]
     [job] = config["scrape_configs"]
     assert job["job_name"] == "colorize"  # the alert rules select job="colorize"
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    assert job["static_configs"] == [{"targets": ["colorizer:8000"]}]
+    # Both replicas of the compose stack, each scraped directly (tests/deploy/test_compose.py).
+    assert job["static_configs"] == [{"targets": ["colorizer-a:8000", "colorizer-b:8000"]}]
 
 
 def test_every_alert_has_a_unit_test() -> None:

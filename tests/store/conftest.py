@@ -1,6 +1,7 @@
 """Fixtures for the shared store's tests: one real Redis and one real S3 server per session, a
 fresh key prefix per test (so tests never see each other's jobs), and stores that close
-themselves. Harnesses live in tests/support/services.py."""
+themselves. The servers are devkit/services.py's; tests/support/services.py adds the policy for
+a missing binary (skip, or fail in CI)."""
 
 from __future__ import annotations
 

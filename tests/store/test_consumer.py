@@ -223,7 +223,7 @@ async def test_a_sigkilled_replica_process_has_its_job_claimed(
         "AWS_REGION": "us-east-1",
     }
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.store_worker"],
+        [sys.executable, "-m", "devkit.store_worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

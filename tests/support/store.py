@@ -1,4 +1,5 @@
-"""Helpers for the shared store's tests: records to submit, admission policies, waiting."""
+"""Helpers for the shared store's tests: devkit's records and admission policy, plus pulling and
+waiting that fail the test when nothing comes in time."""
 
 from __future__ import annotations
 
@@ -6,20 +7,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from service.store import Delivery, JobKind, JobRecord, SharedStore, Ticket
+from devkit.store_jobs import admit_all, image_record, object_keys
+from service.store import Delivery, SharedStore
 
-
-def image_record(model: str = "eccv16", **fields: object) -> JobRecord:
-    """A queued image job as the API would submit it."""
-    record = JobRecord(kind=JobKind.IMAGE, model=model, width=64, height=48, estimate_bytes=1 << 20)
-    record.options = {"format": "png", "quality": None, "render_size": None, "hints": []}
-    for name, value in fields.items():
-        setattr(record, name, value)
-    return record
-
-
-def admit_all(ticket: Ticket) -> bool:
-    return True
+__all__ = ["admit_all", "eventually", "image_record", "object_keys", "pull"]
 
 
 async def pull(store: SharedStore, timeout_s: float = 5.0) -> Delivery:
@@ -39,13 +30,3 @@ async def eventually(
             raise AssertionError(f"not true within {timeout_s} s")
         await asyncio.sleep(interval_s)
     return time.monotonic() - start
-
-
-async def object_keys(store: SharedStore, job_id: str) -> list[str]:
-    """The keys of the job's objects that exist in the bucket."""
-    client = store.objects._client
-    prefix = f"{store.config.prefix}/jobs/{job_id}/"
-    response = await asyncio.to_thread(
-        client.list_objects_v2, Bucket=store.config.bucket, Prefix=prefix
-    )
-    return sorted(str(o["Key"]) for o in response.get("Contents", []))

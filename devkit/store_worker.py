@@ -1,8 +1,8 @@
-"""A replica in a process of its own, for the tests that SIGKILL one: it joins the shared store
-from COLORIZE_* and AWS_* variables (as the service will), takes one job, says so on stdout and
-holds it until killed.
+"""A replica in a process of its own, for whoever SIGKILLs one (tests/store, bench.store_faults):
+it joins the shared store from COLORIZE_* and AWS_* variables (as the service does), takes one
+job, says so on stdout (`holding <job id> as <replica id>`) and holds it until killed.
 
-    python -m tests.support.store_worker
+    python -m devkit.store_worker
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from devkit.store_jobs import admit_all
 from service.settings import load_settings
-from service.store import SharedStore, Ticket
+from service.store import SharedStore
 
-
-def admit_all(ticket: Ticket) -> bool:
-    return True
+PULL_TIMEOUT_S = 30.0
 
 
 async def hold_one_job() -> None:
     async with SharedStore.from_settings(load_settings()) as store:
-        delivery = await store.consumer.pull(admit_all, timeout_s=30.0)
+        delivery = await store.consumer.pull(admit_all, timeout_s=PULL_TIMEOUT_S)
         if delivery is None:
             sys.stdout.write("nothing\n")
             return
