@@ -34,6 +34,9 @@ from service.store.tracking import Health, Tracker
 
 log = logging.getLogger(__name__)
 
+OBJECT_CHECK_HEARTBEATS = 4
+"""The object store is asked whether it answers every this many heartbeats."""
+
 
 def connect_redis(config: StoreConfig, client_name: str) -> Redis:
     """A Redis client whose calls fail within about two timeouts when Redis is gone."""
@@ -105,6 +108,7 @@ class SharedStore:
         self._ready = False
         self._closed = False
         self._preparing: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
@@ -125,6 +129,7 @@ class SharedStore:
         down) and, with `consume`, join the group as this replica's consumer."""
         if not await self._prepare():
             self._preparing = asyncio.create_task(self._prepare_until_ready())
+        self._watching = asyncio.create_task(self._watch_objects(), name="store-watch")
         if consume:
             await self.consumer.start()
 
@@ -141,13 +146,20 @@ class SharedStore:
         while not await self._prepare():
             await asyncio.sleep(self.config.heartbeat_s)
 
+    async def _watch_objects(self) -> None:
+        # Redis is called every heartbeat; the object store only when a job moves. An idle
+        # replica asks it now and then, so /readyz names an outage before a job meets it.
+        while True:
+            await asyncio.sleep(OBJECT_CHECK_HEARTBEATS * self.config.heartbeat_s)
+            with contextlib.suppress(StoreError):
+                await self.objects.check()
+
     async def close(self, *, drop_heartbeat: bool = True) -> None:
         """Leave the group (see Consumer.stop) and close the connections (once)."""
         if self._closed:
             return
         self._closed = True
-        if self._preparing is not None:
-            await cancel_all([self._preparing])
+        await cancel_all([t for t in (self._preparing, self._watching) if t is not None])
         await self.consumer.stop(drop_heartbeat=drop_heartbeat)
         await self.redis.aclose()
         self.objects.close()

@@ -145,7 +145,12 @@ def test_the_host_budget_is_the_containers_memory_limit() -> None:
 
 @pytest.mark.parametrize(
     ("probe", "path"),
-    [("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/livez")],
+    [
+        ("livenessProbe", "/livez"),
+        # The shared store's outage must not take /colorize out of the Service.
+        ("readinessProbe", "/readyz?scope=colorize"),
+        ("startupProbe", "/livez"),
+    ],
     ids=["liveness", "readiness", "startup"],
 )
 def test_probes(probe: str, path: str) -> None:

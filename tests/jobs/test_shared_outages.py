@@ -54,6 +54,8 @@ def down_then_back(server: ServerProcess, store: str, stop: object, start: objec
     reasons = " ".join(httpx.get(f"{server.url}/readyz").json()["reasons"])
     assert store in reasons, reasons
     assert post(server, "/colorize").status_code == 200  # needs no shared state
+    # ...so a balancer that asks for what /colorize needs keeps this replica in.
+    assert httpx.get(f"{server.url}/readyz?scope=colorize").status_code == 200
     start()  # type: ignore[operator]
     wait_for(lambda: post(server, "/jobs").status_code == 202, timeout=60, interval=0.5)
     wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, timeout=30)

@@ -79,7 +79,10 @@ def test_a_hundred_jobs_across_two_replicas_one_killed(
                 r = client.get(f"{b.url}/jobs/{job_id}/result")
                 assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     objects = result_objects(seaweed, shared_env.prefix)  # type: ignore[attr-defined]
-    assert {i: objects.get(i) for i in posted} == {i: ["result"] for i in posted}
+    # Exactly one result object each. (An upload may outlive its job when a replica dies
+    # between completing it and deleting the upload: housekeeping deletes it with the record.)
+    results = {i: [n for n in objects.get(i, []) if n == "result"] for i in posted}
+    assert results == {i: ["result"] for i in posted}
     print(f"\nshared: the survivor claimed the killed replica's work {claimed_after:.1f} s after")
     assert claimed_after < 30
 

@@ -84,7 +84,9 @@ def test_sigterm_under_load_finishes_the_running_job_and_answers_every_other(
                 late = httpx.post(
                     f"{server.url}/colorize", files={"image": ("a.png", gray_png)}, timeout=5
                 )
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                # Refused, or accepted just as uvicorn closed its idle connections: either way
+                # nothing was taken in (seen once under load: a reset on such a connection).
                 break
             assert late.status_code == 503 and late.json()["error"] == "shutting_down"
             assert time.monotonic() < deadline, "the listener stayed open"

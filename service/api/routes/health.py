@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -19,6 +21,8 @@ class Health(BaseModel):
     engines: dict[str, str]
     """Each engine's state: 'ready' or why not."""
     reasons: list[str]
+    job_store: list[str] = []
+    """Why the shared job store cannot take jobs now (empty: it can, or there is none)."""
 
 
 @router.get("/livez", summary="Process alive", responses={503: {"model": ErrorBody}})
@@ -34,8 +38,19 @@ async def livez(state: StateDep) -> JSONResponse:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(state: StateDep) -> JSONResponse:
-    """200 when the worker runs, the default model is ready and the service is not draining."""
+async def readyz(
+    state: StateDep,
+    scope: Annotated[
+        Literal["all", "colorize"],
+        Query(
+            description="`all`: every part, the shared job store included. `colorize`: what "
+            "/colorize needs, for a load balancer that should keep sending photos to a replica "
+            "while the shared store is down (its /jobs answer 503 meanwhile)."
+        ),
+    ] = "all",
+) -> JSONResponse:
+    """200 when the worker runs, the default model is ready, the service is not draining and
+    (scope `all`) the shared job store answers."""
     reasons = []
     worker = state.worker
     if not worker.alive:
@@ -49,7 +64,9 @@ async def readyz(state: StateDep) -> JSONResponse:
     if not any(e.ready for e in state.engines.values()):
         reasons.append("no engine is ready")
     # The shared job store: /jobs cannot take work while Redis or the object store is down.
-    reasons += state.jobs.health()
+    shared = state.jobs.health()
+    if scope == "all":
+        reasons += shared
     default = state.settings.default_model
     engine = state.engines.get(default)
     if engine is not None and not engine.ready:
@@ -64,6 +81,7 @@ async def readyz(state: StateDep) -> JSONResponse:
         draining=worker.draining,
         engines=engines,
         reasons=reasons,
+        job_store=shared,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
