@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+HELD_PURPOSES = ("body", "upload", "pixels", "finish", "compute", "result")
 
 
 class _LiveCollector(Collector):
@@ -158,11 +159,14 @@ class _LiveCollector(Collector):
             yield g
         held = GaugeMetricFamily(
             "colorize_host_memory_held_bytes",
-            "Host bytes reserved now, by what they hold (body, upload, pixels, finish, compute).",
+            "Host bytes reserved now, by what they hold (body, upload, pixels, finish, compute, "
+            "result, and a video job's buffers).",
             labels=["purpose"],
         )
         by_purpose = self.host.held_by_purpose()
-        for purpose in ("body", "upload", "pixels", "finish", "compute"):
+        # The usual purposes always (a series that appears and vanishes confuses rate()), and any
+        # other that holds bytes now (a video job's buffers: video_window, video_encoder...).
+        for purpose in sorted(set(HELD_PURPOSES) | set(by_purpose)):
             held.add_metric([purpose], float(by_purpose.get(purpose, 0)))
         yield held
         queued = GaugeMetricFamily(
