@@ -1,11 +1,10 @@
 """The device stage: lanes that take batches from the queue, reserve the device's memory, run
-the forward pass while measuring its peak, and hand each output to the finish stage.
+the forward pass while measuring its peak, and hand each output to the finish stage (or, when
+nothing waits for the device, finish it themselves).
 
 On a GPU there is one lane: one thread owns the device. On a CPU the cores are the device and
 one forward pass leaves them idle in its serial stretches, so two lanes run (each batch admitted
-against the same budget). A batch may also run on the preparer that made it ready, when a device
-slot is free (service/worker/preparing.py): the slots, not the threads, bound what is on the
-device at once.
+against the same budget); the second takes work only while the first is busy.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ class DeviceStage:
         """A moving average of a batch's time on the device (what Retry-After is made of)."""
         self.on_death: Callable[[], None] = lambda: None
         self._threads = [
-            threading.Thread(target=self._lane, name=f"colorize-device-{i}", daemon=True)
+            threading.Thread(target=self._lane, args=(i,), name=f"colorize-device-{i}", daemon=True)
             for i in range(self.lanes)
         ]
 
@@ -105,10 +104,11 @@ class DeviceStage:
                 thread.join(timeout)
         return not any(t.is_alive() for t in self._threads)
 
-    def _lane(self) -> None:
+    def _lane(self, lane: int) -> None:
         try:
             while True:
                 batch = self.queue.next_batch(
+                    lane,
                     self.engines,
                     self.batch_max_size,
                     self.settings.batch_max_wait_ms / 1000.0,
@@ -116,17 +116,17 @@ class DeviceStage:
                 )
                 if batch is None:
                     return
-                self.run(batch, inline_finish=False)
+                self.run(batch, lane)
         except BaseException:
             return  # `run` logged it and failed every waiting job; the lane ends
 
-    def run(self, batch: list[Job], inline_finish: bool) -> None:
-        """Run a batch taken from the queue; a BaseException here kills the device stage."""
+    def run(self, batch: list[Job], lane: int) -> None:
+        """Run `lane`'s batch; a BaseException here kills the device stage."""
         started = time.monotonic()
         try:
             live = self._start(batch)
             if live:
-                self._admit_and_compute(live, inline_finish)
+                self._admit_and_compute(live)
         except BaseException as exc:
             # Only something outside any job's handling gets here (a bug, or the thread being
             # torn down): every waiter must learn it at once instead of hanging.
@@ -138,7 +138,7 @@ class DeviceStage:
             self.on_death()
             raise
         finally:
-            self.queue.off_device(batch)
+            self.queue.off_device(batch, lane)
             self._after_batch()
             elapsed = self.stats.add_busy("device", started)
             # A plain float store: a lost update between two lanes only skews an estimate.
@@ -163,7 +163,7 @@ class DeviceStage:
             live.append(job)
         return live
 
-    def _admit_and_compute(self, jobs: list[Job], inline_finish: bool) -> None:
+    def _admit_and_compute(self, jobs: list[Job]) -> None:
         model = jobs[0].model
         engine = self.engines[model]
         if not engine.ready:
@@ -181,7 +181,7 @@ class DeviceStage:
         except NeverFits as exc:
             if len(jobs) > 1:  # the budget shrank since batching: run them one by one
                 for job in jobs:
-                    self._admit_and_compute([job], inline_finish)
+                    self._admit_and_compute([job])
                 return
             _fail_all(jobs, Failure(Outcome.TOO_LARGE, str(exc)))
             return
@@ -206,8 +206,9 @@ class DeviceStage:
         if peak.measured:
             self.manager.record_estimate(model, total, peak.peak_bytes)
         # Finishing here costs nothing when no prepared job waits for the device (a lone job):
-        # the hand-over to a finish thread would only add its wake-up to the latency.
-        inline = inline_finish or (len(jobs) == 1 and not self.queue.ready_waiting())
+        # the hand-over to a finish thread would only add its wake-up to the latency, and the
+        # colour join's torch ops stay on this thread's intra-op pool (see preparing.py).
+        inline = len(jobs) == 1 and not self.queue.ready_waiting()
         for job, output in zip(jobs, outputs, strict=True):
             job.timings["compute"] = elapsed
             self.finish(job, engine, output, inline)

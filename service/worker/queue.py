@@ -1,5 +1,5 @@
 """The queue of admitted jobs: FIFO order, each job's prepare state, the look-ahead window and
-the device slots, all under one condition that every stage waits on.
+which device lanes are busy, all under one condition that every stage waits on.
 
 It holds uploads, not pixels: only the first `lookahead` jobs are decoded (service/worker/
 preparing.py), so a long queue costs its compressed bytes.
@@ -43,16 +43,14 @@ class WorkerDead(WorkerUnavailable):
 class JobQueue:
     """Waiting jobs and what the stages are doing with them; `cond` guards all of it."""
 
-    def __init__(self, capacity: int, lookahead: int, device_slots: int) -> None:
+    def __init__(self, capacity: int, lookahead: int) -> None:
         self.capacity = capacity
         self.lookahead = lookahead
-        self.device_slots = device_slots
-        """Batches that may be on the device at once: one per lane."""
         self.cond = threading.Condition()
         self.stopping = False
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
-        self._on_device = 0
+        self._busy_lanes: set[int] = set()
         self._finishing = 0
 
     # -- reading (takes the lock) ------------------------------------------------------------
@@ -147,16 +145,21 @@ class JobQueue:
 
     def next_batch(
         self,
+        lane: int,
         engines: Mapping[str, Engine],
         max_size: int,
         max_wait_s: float,
         budget: Callable[[], int],
     ) -> list[Job] | None:
-        """Wait for the head job to be ready and a device slot to be free; take it with up to
+        """Wait for the head job to be ready and for `lane`'s turn; take it with up to
         `max_size - 1` ready jobs of the same engine and batch key whose estimates fit `budget`
-        together (waiting up to `max_wait_s` for them). None once stopping."""
+        together (waiting up to `max_wait_s` for them). None once stopping.
+
+        Lane k takes a batch only while lanes 0 to k-1 are busy: work goes to the lowest free
+        lane, so a lone client's jobs always run on lane 0's thread (see preparing.py).
+        """
         with self.cond:
-            while not self._head_ready() or self._on_device >= self.device_slots:
+            while not self._head_ready() or any(i not in self._busy_lanes for i in range(lane)):
                 if self.stopping:
                     return None
                 self.cond.wait()
@@ -171,41 +174,24 @@ class JobQueue:
                 if len(batch) >= limit or remaining <= 0 or self.stopping:
                     break
                 self.cond.wait(remaining)
-            self._on_device += 1
+            self._busy_lanes.add(lane)
             self._running.extend(batch)
             # The look-ahead window slid: the preparers may start on the jobs now inside it.
             self.cond.notify_all()
             return batch
-
-    def take_ready_head(self, job: Job) -> bool:
-        """Take `job` as a batch of one if it is the only job waiting, is ready and a device
-        slot is free (its preparer then runs it instead of waking a lane); False otherwise.
-
-        Only alone: jobs behind it may share its forward pass, which is the lanes' to form.
-        """
-        with self.cond:
-            if not (len(self._waiting) == 1 and self._waiting[0] is job and self._head_ready()):
-                return False
-            if self._on_device >= self.device_slots or self.stopping:
-                return False
-            self._waiting.popleft()
-            self._on_device += 1
-            self._running.append(job)
-            self.cond.notify_all()
-            return True
 
     def ready_waiting(self) -> bool:
         """Whether a prepared job waits for the device (finishing inline would delay it)."""
         with self.cond:
             return self._head_ready()
 
-    def off_device(self, batch: list[Job]) -> None:
-        """The batch left the device (its outputs went to the finish stage, or it failed)."""
+    def off_device(self, batch: list[Job], lane: int) -> None:
+        """`lane`'s batch left the device (its outputs went to the finish stage, or it failed)."""
         with self.cond:
             for job in batch:
                 if job in self._running:
                     self._running.remove(job)
-            self._on_device -= 1
+            self._busy_lanes.discard(lane)
             self.cond.notify_all()
 
     # -- the finish stage --------------------------------------------------------------------

@@ -65,15 +65,13 @@ class Worker:
         """Waiting jobs decoded ahead of the device: enough to fill the next batch."""
         self.lanes = device_lanes(settings.device_workers, manager.device)
         """Device lanes (COLORIZE_DEVICE_WORKERS): one on a GPU, two on a CPU."""
-        self.queue = JobQueue(settings.queue_size, self.lookahead, self.lanes)
+        self.queue = JobQueue(settings.queue_size, self.lookahead)
         self.finisher = FinishPool(settings, self.host, encode, self.queue, self.stats)
         self.device = DeviceStage(
             engines, manager, settings, self.queue, self.stats, self.finisher.submit
         )
         self.device.on_death = self._strand
-        self.preparer = PreparePool(
-            engines, self.host, settings, self.queue, self.stats, self.device
-        )
+        self.preparer = PreparePool(engines, self.host, settings, self.queue, self.stats)
         self._draining: str | None = None
 
     # -- control ----------------------------------------------------------------------------
