@@ -3,7 +3,7 @@
 Run: `python -m bench.video_flicker [engine ...] [--frames N]` (CPU). Engines: jitter (the
 tests' deterministic flickering engine), exemplar (one reference for the whole film), eccv16,
 siggraph17 and ddcolor-tiny with generated weights (no download; seeded and calibrated, see
-service/engines/weights.py). Each engine colours every frame once; both results are then made
+devkit/checkpoints.py). Each engine colours every frame once; both results are then made
 from those same colours by colorize_video, stabilize off and on, and measured on the decoded
 MP4s: CDC (TCVC's, lower is steadier) and the mean |delta ab| of pixels whose luminance held.
 
@@ -24,11 +24,11 @@ import av
 import numpy as np
 import torch
 
+from devkit.clips import make_clip, with_spec
+from devkit.engines import JitterEngine
+from devkit.photos import photo
 from service.engines.base import ColorizeRequest, Engine
 from service.video import VideoLimits, cdc, colorize_video, probe, static_delta_ab
-from tests.conftest import photo
-from tests.support.engines import JitterEngine
-from tests.support.videos import make_clip, with_spec
 
 RESULTS = Path(__file__).parent / "results" / "cpu-2core" / "video_flicker.json"
 CPU = torch.device("cpu")
@@ -40,11 +40,11 @@ def build(name: str, weights: Path) -> Engine:
     from service.engines.registry import create_engine
 
     if name in ("eccv16", "siggraph17"):
-        from service.engines.weights import save_random_checkpoint
+        from devkit.checkpoints import save_random_checkpoint
 
         save_random_checkpoint(name, weights)
     elif name == "ddcolor-tiny":
-        from service.engines.ddcolor.checkpoint import save_random_checkpoint as save_ddcolor
+        from devkit.ddcolor_checkpoints import save_random_checkpoint as save_ddcolor
         from service.engines.weights import OFFICIAL
 
         save_ddcolor(weights / OFFICIAL["ddcolor-tiny"].filename, "tiny", seed=0)
