@@ -1,11 +1,12 @@
 """Flicker of video results, frame by frame against stabilised, per engine (issue 21, item 3).
 
-Run: `python -m bench.video_flicker [engine ...] [--frames N]` (CPU). Engines: jitter (the
-tests' deterministic flickering engine), exemplar (one reference for the whole film), eccv16,
-siggraph17 and ddcolor-tiny with generated weights (no download; seeded and calibrated, see
-devkit/checkpoints.py). Each engine colours every frame once; both results are then made
-from those same colours by colorize_video, stabilize off and on, and measured on the decoded
-MP4s: CDC (TCVC's, lower is steadier) and the mean |delta ab| of pixels whose luminance held.
+Run: `python -m bench.video_flicker [engine ...] [--frames N]` (CPU, about 4 minutes for the
+default four engines). Engines: jitter (devkit's deterministic flickering engine), exemplar
+(one reference for the whole film), eccv16, siggraph17 and ddcolor-tiny with generated weights
+(no download; seeded and calibrated, see devkit/checkpoints.py). Each engine colours every
+frame once; both results are then made from those same colours by colorize_video, stabilize off
+and on, and measured on the decoded MP4s: CDC (TCVC's, lower is steadier) and the mean
+|delta ab| of pixels whose luminance held.
 
 The clip: a pan across the astronaut, a cut at two thirds to a pan across the coffee, 160x96.
 Updates bench/results/cpu-2core/video_flicker.json (one row per engine) and prints each row.
@@ -100,7 +101,7 @@ def main() -> None:
         at = args.index("--frames")
         frames = int(args[at + 1])
         del args[at : at + 2]
-    names = args or ["jitter", "exemplar", "eccv16"]
+    names = args or ["jitter", "exemplar", "eccv16", "ddcolor-tiny"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
