@@ -1,11 +1,12 @@
 """Flicker of video results, frame by frame against stabilised, per engine (issue 21, item 3).
 
-Run: `python -m bench.video_flicker [engine ...] [--frames N]` (CPU). Engines: jitter (the
-tests' deterministic flickering engine), exemplar (one reference for the whole film), eccv16,
-siggraph17 and ddcolor-tiny with generated weights (no download; seeded and calibrated, see
-service/engines/weights.py). Each engine colours every frame once; both results are then made
-from those same colours by colorize_video, stabilize off and on, and measured on the decoded
-MP4s: CDC (TCVC's, lower is steadier) and the mean |delta ab| of pixels whose luminance held.
+Run: `python -m bench.video_flicker [engine ...] [--frames N]` (CPU, about 4 minutes for the
+default four engines). Engines: jitter (devkit's deterministic flickering engine), exemplar
+(one reference for the whole film), eccv16, siggraph17 and ddcolor-tiny with generated weights
+(no download; seeded and calibrated, see devkit/checkpoints.py). Each engine colours every
+frame once; both results are then made from those same colours by colorize_video, stabilize off
+and on, and measured on the decoded MP4s: CDC (TCVC's, lower is steadier) and the mean
+|delta ab| of pixels whose luminance held.
 
 The clip: a pan across the astronaut, a cut at two thirds to a pan across the coffee, 160x96.
 Updates bench/results/cpu-2core/video_flicker.json (one row per engine) and prints each row.
@@ -24,11 +25,11 @@ import av
 import numpy as np
 import torch
 
+from devkit.clips import make_clip, with_spec
+from devkit.engines import JitterEngine
+from devkit.photos import photo
 from service.engines.base import ColorizeRequest, Engine
 from service.video import VideoLimits, cdc, colorize_video, probe, static_delta_ab
-from tests.conftest import photo
-from tests.support.engines import JitterEngine
-from tests.support.videos import make_clip, with_spec
 
 RESULTS = Path(__file__).parent / "results" / "cpu-2core" / "video_flicker.json"
 CPU = torch.device("cpu")
@@ -40,11 +41,11 @@ def build(name: str, weights: Path) -> Engine:
     from service.engines.registry import create_engine
 
     if name in ("eccv16", "siggraph17"):
-        from service.engines.weights import save_random_checkpoint
+        from devkit.checkpoints import save_random_checkpoint
 
         save_random_checkpoint(name, weights)
     elif name == "ddcolor-tiny":
-        from service.engines.ddcolor.checkpoint import save_random_checkpoint as save_ddcolor
+        from devkit.ddcolor_checkpoints import save_random_checkpoint as save_ddcolor
         from service.engines.weights import OFFICIAL
 
         save_ddcolor(weights / OFFICIAL["ddcolor-tiny"].filename, "tiny", seed=0)
@@ -100,7 +101,7 @@ def main() -> None:
         at = args.index("--frames")
         frames = int(args[at + 1])
         del args[at : at + 2]
-    names = args or ["jitter", "exemplar", "eccv16"]
+    names = args or ["jitter", "exemplar", "eccv16", "ddcolor-tiny"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

@@ -30,7 +30,7 @@ import sys
 from fractions import Fraction
 import av, numpy as np
 from PIL import Image
-from tests.conftest import DATA_DIR
+from devkit.photos import DATA_DIR
 path, width, height, frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 photo = Image.open(DATA_DIR / "astronaut.png").convert("L").resize((width + 200, height))
 photo = np.asarray(photo)

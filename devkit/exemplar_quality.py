@@ -11,13 +11,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import skimage
 import torch
 from PIL import Image
 
+from devkit.photos import DATA_DIR
 from service.engines.base import ColorizeRequest
 from service.engines.colour_transfer import (
     SOFT_MATCH,
@@ -27,8 +26,6 @@ from service.engines.colour_transfer import (
 )
 from service.engines.exemplar import ExemplarEngine
 from service.imaging.lab import lab_to_rgb, rgb_to_lab
-
-DATA_DIR = Path(skimage.__file__).parent / "data"
 
 REDUCE = 2
 """Photos are averaged over REDUCE x REDUCE blocks first: a quarter of the pixels keeps the suite

@@ -9,7 +9,8 @@ A job holds, for its whole life and whatever the film's length:
 |                    | RGB conversion and rotation: DECODER_FIXED + DECODER_B/PX x pixels    |
 | video_window       | the decoded window: batch x width x height x 3                       |
 | video_colored      | the colourised window returned by `colorize`: batch x w x h x 3      |
-| video_stabilizer   | previous frame's state (12 B/px) and one frame's work (160 B/px)     |
+| video_stabilizer   | previous frame's L and regional colours (6 B/px) and one frame's     |
+|                    | work (104 B/px)                                                      |
 | video_encoder      | libx264's state and held frames, the conversion, the audio queue     |
 | video_index        | FFmpeg's sample indexes, which grow with the film: the MP4 demuxer's |
 |                    | and the MP4 muxer's, INDEX_BYTES_PER_SAMPLE per frame and audio      |

@@ -19,6 +19,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'self'",
         # blob: shows the chosen photo and the fetched result; data: is the empty favicon.
         "img-src 'self' blob: data:",
+        # blob: plays the chosen video and the fetched result beside it.
+        "media-src 'self' blob:",
         "script-src 'self'",
         "style-src 'self'",
         "connect-src 'self'",

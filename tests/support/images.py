@@ -4,18 +4,12 @@ and reading a service's answer back as pixels."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-DATA_DIR = Path(__import__("skimage").__file__).parent / "data"
-
-
-def photo(name: str) -> np.ndarray:
-    """A bundled scikit-image photo as RGB uint8."""
-    with Image.open(DATA_DIR / name) as im:
-        return np.asarray(im.convert("RGB"))
+from devkit.photos import DATA_DIR as DATA_DIR  # re-exported: devkit owns the photos
+from devkit.photos import photo as photo
 
 
 def png_bytes(rgb: np.ndarray, mode: str = "L") -> bytes:

@@ -69,6 +69,21 @@ def eccv16(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 
 
 @pytest.fixture(scope="session")
+def ddcolor_tiny(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """ddcolor-tiny on the CPU with a generated (seeded) checkpoint: the tiny one alone (the
+    root conftest's ddcolor_weights_dir also writes DDColor-L's 912 MB)."""
+    from devkit.ddcolor_checkpoints import save_random_checkpoint
+    from service.engines.registry import create_engine
+    from service.engines.weights import OFFICIAL
+
+    directory = tmp_path_factory.mktemp("ddcolor-tiny")
+    save_random_checkpoint(directory / OFFICIAL["ddcolor-tiny"].filename, "tiny", seed=0)
+    engine = create_engine("ddcolor-tiny", torch.device("cpu"), directory)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
 def jitter() -> JitterEngine:
     return JitterEngine(torch.device("cpu"))
 

@@ -145,7 +145,7 @@ def test_every_buffer_is_reserved_before_the_first_frame_and_held_to_the_end(
         "video_index",
     }
     assert reserved["video_window"] == 5 * 160 * 96 * 3
-    assert reserved["video_stabilizer"] == (12 + 144) * 160 * 96
+    assert reserved["video_stabilizer"] == (4 + 2 + 104) * 160 * 96
     assert all(k == "reserve" for k in kinds[:first_colorize])
     assert all(k == "release" for k in kinds[last_colorize:]) and kinds.count("release") == 6
     assert [n for k, n in recorder.events if k == "colorize"] == [5, 5, 5, 5, 4]
@@ -319,30 +319,53 @@ def flicker_of(
 
 
 def test_stabilised_results_flicker_less_within_the_bound_jitter_engine(
-    clip: Clip, tmp_path: Path, jitter: JitterEngine
+    tmp_path: Path, jitter: JitterEngine
 ) -> None:
-    figures = flicker_of(clip("silent"), tmp_path, Cached(colorize_with(jitter)), batch=8)
+    """The bench's clip (48 frames, a cut at 32): a one-second clip is mostly its cut, which
+    no stabiliser changes (measured here: CDC x0.53, static x0.41, distance 15.0)."""
+    source = make_clip(tmp_path / "pan.mp4", with_spec(frames=48, cut_at=32))
+    figures = flicker_of(source, tmp_path, Cached(colorize_with(jitter)), batch=8)
     plain, steady = figures["frame-by-frame"], figures["stabilised"]
-    assert steady["cdc"] < 0.6 * plain["cdc"]
-    assert steady["static"] < 0.5 * plain["static"]
+    assert steady["cdc"] < 0.65 * plain["cdc"]
+    assert steady["static"] < 0.55 * plain["static"]
     # The bound (12) plus what H.264 at CRF 18 does to two different chroma planes.
     assert steady["distance"] <= StabilizerSettings().bound + COMPRESSION
 
 
-def test_stabilised_results_flicker_less_eccv16_generated_weights(
+def test_stabilised_results_flicker_less_ddcolor_tiny_generated_weights(
+    tmp_path: Path, ddcolor_tiny: Engine
+) -> None:
+    """DDColor-tiny with generated weights tints whole frames differently from one frame to
+    the next, as DDColor's users report of the real one (measured: CDC x0.62, static x0.78)."""
+    spec = with_spec(frames=8, cut_at=None, width=128, height=80)
+    network = Cached(colorize_with(ddcolor_tiny))
+    figures = flicker_of(make_clip(tmp_path / "pan.mp4", spec), tmp_path, network, batch=4)
+    plain, steady = figures["frame-by-frame"], figures["stabilised"]
+    assert steady["cdc"] < 0.75 * plain["cdc"]
+    assert steady["static"] < 0.9 * plain["static"]
+    assert_within_the_bound(network)
+
+
+def test_stabilised_results_keep_eccv16s_colour_distribution_generated_weights(
     tmp_path: Path, eccv16: Engine
 ) -> None:
-    """A real network with generated weights; its output is per-pixel colour noise, whose
-    histograms are as steady as they can be already, so CDC holds (within 10%) while the
-    colour of what does not move calms down."""
+    """eccv16 with generated weights paints per-pixel colour noise: a new sample at every pixel
+    of every frame, about 35 ab units from the last, three times the bound. Its histograms are
+    as steady as noise gets and the stabiliser leaves that texture alone, so CDC holds (x0.99;
+    the per-pixel average this replaced narrowed the noise: x1.06) while the regional colour
+    calms down a little (static x0.94)."""
     spec = with_spec(frames=8, cut_at=None, width=128, height=80)
     network = Cached(colorize_with(eccv16))
     figures = flicker_of(make_clip(tmp_path / "pan.mp4", spec), tmp_path, network, batch=4)
     plain, steady = figures["frame-by-frame"], figures["stabilised"]
-    assert steady["static"] < 0.8 * plain["static"]
-    assert steady["cdc"] < 1.1 * plain["cdc"]
-    # The bound, before compression (4:2:0 averages this noise's chroma over 2x2 pixels, so
-    # the decoded results cannot be compared pixel by pixel).
+    assert steady["cdc"] < 1.03 * plain["cdc"]
+    assert steady["static"] < plain["static"]
+    assert_within_the_bound(network)
+
+
+def assert_within_the_bound(network: Cached) -> None:
+    """The bound, before compression (4:2:0 averages a noisy engine's chroma over 2x2 pixels,
+    so the decoded results cannot be compared pixel by pixel)."""
     sources, outputs = zip(*network.kept.values(), strict=True)
     steadied = stabilised(list(outputs), list(sources), batch=4)
     worst = max(float(ab_distance(a, b).max()) for a, b in zip(outputs, steadied, strict=True))

@@ -1,5 +1,6 @@
-"""The chroma stabiliser: less flicker than frame by frame, never further from it than the
-bound, nothing carried across a scene cut, and the memory it says it needs."""
+"""The chroma stabiliser: less flicker than frame by frame, the engine's own texture (its colour
+distribution is not narrowed), never further from frame by frame than the bound, nothing carried
+across a scene cut, and the memory it says it needs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from devkit.tensor_memory import LiveTensorBytes
 from service.engines.base import ColorizeRequest
-from service.imaging.lab import rgb_to_lab, to_tensor
+from service.imaging.lab import lab_to_rgb, rgb_to_lab, to_tensor, to_uint8
 from service.video import ChromaStabilizer, StabilizerSettings, cdc, static_delta_ab
 from service.video.stabilize import SceneCutDetector
 from tests.support.engines import JitterEngine
@@ -51,19 +52,46 @@ def jittered(clip_frames: list[np.ndarray]) -> list[np.ndarray]:
 def test_less_flicker_than_frame_by_frame(
     clip_frames: list[np.ndarray], jittered: list[np.ndarray]
 ) -> None:
+    """The jitter engine shifts each frame's colours as a whole (up to 8 ab units per axis):
+    regional flicker, what the stabiliser removes (measured: CDC x0.39, static x0.32)."""
     steady = stabilised(jittered, clip_frames)
     assert cdc(steady) < 0.5 * cdc(jittered)
-    assert static_delta_ab(steady) < 0.3 * static_delta_ab(jittered)
+    assert static_delta_ab(steady) < 0.45 * static_delta_ab(jittered)
 
 
 @pytest.mark.parametrize("bound", [4.0, 12.0])
 def test_never_further_from_frame_by_frame_than_the_bound(
-    clip_frames: list[np.ndarray], jittered: list[np.ndarray], bound: float
+    clip_frames: list[np.ndarray], bound: float
 ) -> None:
+    jittered = JitterEngine(CPU, jitter=16.0).run([ColorizeRequest(f) for f in clip_frames])
     steady = stabilised(jittered, clip_frames, bound=bound)
     worst = max(float(ab_distance(a, b).max()) for a, b in zip(jittered, steady, strict=True))
     assert worst <= bound + QUANTISATION
-    assert worst > bound - 1, "the jitter (up to 8 per axis) pushes against the bound"
+    assert worst > bound - 1, "the jitter (up to 16 per axis) pushes against the bound"
+
+
+def with_noise(rgb: np.ndarray, seed: int, sigma: float = 10.0) -> np.ndarray:
+    """`rgb` with fresh per-pixel colour noise (Gaussian, `sigma` ab units per axis)."""
+    lab = rgb_to_lab(to_tensor(rgb, CPU))
+    lab[1:] += sigma * torch.randn(lab[1:].shape, generator=torch.Generator().manual_seed(seed))
+    return to_uint8(lab_to_rgb(lab))
+
+
+def test_the_engines_texture_keeps_its_spread() -> None:
+    """A still shot coloured with fresh per-pixel noise every frame (as eccv16 with generated
+    weights paints): averaging pixels over time would narrow the noise, and so the colour
+    distribution (the per-pixel average this stabiliser replaced: 0.72-0.82 of the spread
+    here); moving whole regions by their change of colour leaves it (measured >= 0.99)."""
+    still = expected_frames(with_spec(frames=1, cut_at=None))[0]
+    [plain] = JitterEngine(CPU, jitter=0.0).run([ColorizeRequest(still)])
+    noisy = [with_noise(plain, seed) for seed in range(16)]
+    steady = stabilised(noisy, [still] * 16)
+
+    def spread(rgb: np.ndarray) -> torch.Tensor:
+        return rgb_to_lab(to_tensor(rgb, CPU))[1:].reshape(2, -1).std(dim=1)
+
+    ratios = torch.stack([spread(s) / spread(n) for s, n in zip(steady, noisy, strict=True)])
+    assert float(ratios.min()) > 0.98
 
 
 def test_a_cut_starts_afresh(clip_frames: list[np.ndarray]) -> None:
@@ -115,4 +143,4 @@ def test_the_memory_it_reserves_bounds_what_it_allocates() -> None:
     reserved = ChromaStabilizer.state_bytes(320, 192) + ChromaStabilizer.working_bytes(320, 192)
     assert live.peak <= reserved
     assert live.peak > 0.75 * reserved, "an upper bound, not a wild one"
-    assert ChromaStabilizer.state_bytes(320, 192) == 12 * 320 * 192
+    assert ChromaStabilizer.state_bytes(320, 192) == (4 + 2) * 320 * 192

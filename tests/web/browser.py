@@ -72,6 +72,15 @@ def choose_photo(page: Page, png: bytes, name: str = "astronaut.png") -> None:
     choose_file(page, "#image", png, name)
 
 
+def choose_video(page: Page, data: bytes, name: str = "pan.mp4", mime: str = "video/mp4") -> None:
+    """Pick a video in the photo-or-video input, as a person would with the file dialog."""
+    page.set_input_files("#image", files=FilePayload(name=name, mimeType=mime, buffer=data))
+
+
+def wait_for_video_result(page: Page) -> None:
+    page.wait_for_selector("#video-figure:not([hidden])", timeout=TIMEOUT_MS)
+
+
 def drop_file(page: Page, selector: str, data: bytes, name: str, mime: str) -> None:
     """Drop a file onto the element at `selector` with a real DataTransfer."""
     transfer = page.evaluate_handle(
@@ -124,6 +133,45 @@ def pixels(page: Page, selector: str) -> dict[str, Any]:
             };
         }""",
         selector,
+    )
+    return result
+
+
+def video_frame(page: Page, selector: str, at: float = 0.5) -> dict[str, Any]:
+    """Size, duration and mean channel spread of a <video>'s frame at `at` seconds (it is
+    seeked there and drawn on a canvas)."""
+    result: dict[str, Any] = page.evaluate(
+        """async ([selector, at]) => {
+            const video = document.querySelector(selector);
+            if (video.readyState < 1) {
+                await new Promise((resolve, reject) => {
+                    video.addEventListener("loadedmetadata", resolve, { once: true });
+                    video.addEventListener("error", reject, { once: true });
+                });
+            }
+            await new Promise((resolve) => {
+                video.addEventListener("seeked", resolve, { once: true });
+                video.currentTime = Math.min(at, video.duration / 2);
+            });
+            const canvas = document.createElement("canvas");
+            canvas.width = video.videoWidth;
+            canvas.height = video.videoHeight;
+            const context = canvas.getContext("2d");
+            context.drawImage(video, 0, 0);
+            const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            let spread = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+                spread += Math.max(r, g, b) - Math.min(r, g, b);
+            }
+            return {
+                width: video.videoWidth,
+                height: video.videoHeight,
+                duration: video.duration,
+                spread: spread / (data.length / 4),
+            };
+        }""",
+        [selector, at],
     )
     return result
 

@@ -1,4 +1,5 @@
-"""Regenerate docs/screenshot.png: `python -m tests.web.screenshot [PATH]` (needs Chromium)."""
+"""Regenerate docs/screenshot.png: `python -m tests.web.screenshot [PATH]`, or with `--video`
+docs/screenshot-video.png (a film through /jobs; needs the video API). Needs Chromium."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image
 from playwright.sync_api import Page
 
 from devkit.checkpoints import save_random_checkpoint
+from devkit.clips import ClipSpec, make_clip
 from service.api.app import create_app
 from service.settings import Settings
 from tests.support.images import DATA_DIR
@@ -20,12 +22,18 @@ from tests.web.browser import (
     TIMEOUT_MS,
     choose_file,
     choose_photo,
+    choose_video,
     chromium,
+    video_frame,
     wait_for_result,
+    wait_for_video_result,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = ROOT / "docs" / "screenshot.png"
+VIDEO_PATH = ROOT / "docs" / "screenshot-video.png"
+DEMO_CLIP = ClipSpec(frames=24, width=320, height=192, cut_at=None, audio=True)
+"""A second's pan across the astronaut, grayscale, with sound."""
 
 
 def demo_photos() -> tuple[bytes, bytes]:
@@ -68,8 +76,35 @@ def capture(page: Page, base: str, path: Path) -> None:
     page.screenshot(path=str(path), full_page=True)
 
 
+def capture_video(page: Page, base: str, path: Path, clip: ClipSpec = DEMO_CLIP) -> None:
+    """Colorize the demo clip with the exemplar engine through /jobs and save the whole page,
+    the original and the colour video side by side, as `path`."""
+    _, reference = demo_photos()
+    with tempfile.TemporaryDirectory() as directory:
+        film = make_clip(Path(directory) / "astronaut-pan.mp4", clip).read_bytes()
+    page.set_viewport_size({"width": 1280, "height": 860})
+    page.goto(base)
+    page.wait_for_selector("#model option[value='exemplar']:not([disabled])", state="attached")
+    page.select_option("#model", "exemplar")
+    choose_video(page, film, "astronaut-pan.mp4")
+    choose_file(page, "#reference", reference, "astronaut-colour.png")
+    page.click("#submit")
+    wait_for_video_result(page)
+    # Both at the same frame, drawn: a video element shows nothing before its first seek.
+    for selector in ("#result-video", "#original-video"):
+        video_frame(page, selector, at=0.5)
+    # The panel has been filled in (it polls every 2 s).
+    page.wait_for_function(
+        "() => document.getElementById('device').textContent !== '–'", timeout=TIMEOUT_MS
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+
+
 def main(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else DEFAULT_PATH
+    video = "--video" in argv
+    argv = [a for a in argv if a != "--video"]
+    path = Path(argv[0]) if argv else VIDEO_PATH if video else DEFAULT_PATH
     if not CHROMIUM.exists():
         sys.stderr.write(f"no Chromium at {CHROMIUM}\n")
         return 1
@@ -80,7 +115,7 @@ def main(argv: list[str]) -> int:
         with serve_in_thread(create_app(settings)) as base, chromium() as browser:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
-            capture(page, base, path)
+            (capture_video if video else capture)(page, base, path)
     sys.stdout.write(f"wrote {path}\n")
     return 0
 

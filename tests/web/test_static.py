@@ -55,6 +55,7 @@ def test_the_index_is_served_at_the_root_with_a_strict_csp() -> None:
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
     assert directives["default-src"] == "'self'"
     assert directives["img-src"] == "'self' blob: data:"
+    assert directives["media-src"] == "'self' blob:"
     assert directives["script-src"] == "'self'"
     assert directives["style-src"] == "'self'"
     assert directives["object-src"] == "'none'"
