@@ -63,6 +63,20 @@ class Outcome(str, Enum):
     """The shared job store (Redis or the object store) cannot be reached: nothing was stored."""
 
 
+class JobState(str, Enum):
+    """Where a job is in its life (in this process or in the shared store's records)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a job did not produce an image: the outcome and a detail for the client."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeAlias
 
-from service.outcomes import Outcome
+from service.outcomes import JobState, Outcome
 
 JSON: TypeAlias = "str | int | float | bool | list[JSON] | dict[str, JSON] | None"
 
@@ -29,18 +29,8 @@ class JobKind(str, Enum):
     VIDEO = "video"
 
 
-class RecordState(str, Enum):
-    """Where a job is in its life (the same values as service.worker.jobs.JobState)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RecordState.DONE, RecordState.FAILED, RecordState.CANCELLED)
+RecordState = JobState
+"""A record's state is a job's state (service/outcomes.py, which imports nothing heavy)."""
 
 
 @dataclass(frozen=True)

@@ -13,27 +13,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
 from service.engines.base import ColorizeRequest, Hint
 from service.memory import Reservation
-from service.outcomes import Failure, Outcome
+from service.outcomes import Failure, JobState, Outcome
 
-
-class JobState(str, Enum):
-    """Where a job is in its life."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+__all__ = ["Job", "JobInput", "JobState", "JobStore"]
 
 
 @dataclass(frozen=True)
