@@ -35,6 +35,9 @@ class Outcome(str, Enum):
     VIDEO_TOO_LARGE = "video_too_large"
     """Over a COLORIZE_VIDEO_* limit: resolution, duration, frame count, pixel rate, streams or
     the per-job disk space; the detail names the limit."""
+    VIDEO_ON_IMAGE_PATH = "video_on_image_path"
+    """A video sent where a photo is expected (/colorize, or the `image` field): videos are
+    asynchronous jobs, posted to /jobs as the `video` field or a raw video/* body."""
     TOO_LARGE = "too_large"
     """Can never fit the memory budget, however long it waits."""
     MEMORY_BUSY = "memory_busy"
