@@ -95,6 +95,7 @@ def _run(
                     cancel=job.cancel,
                     limits=limits,
                     encode=encode,
+                    pipeline=job.plan.pipeline > 0,
                 )
             except MemoryRefused as exc:
                 # Refused while reserving, before a frame was decoded: nothing is lost by

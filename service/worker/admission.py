@@ -320,8 +320,13 @@ def check_video(
         estimate = engine.estimate(frame)
     else:
         estimate = engine.memory_model.estimate(info.width, info.height, 1, reference_pixels)
+    # Pipelined: the next window colours while this one is stabilised and encoded.
     plan = VideoMemoryPlan.for_video(
-        info, settings.video_batch_frames, options.stabilize, VideoLimits.from_settings(settings)
+        info,
+        settings.video_batch_frames,
+        options.stabilize,
+        VideoLimits.from_settings(settings),
+        pipeline=True,
     )
     video = AdmittedVideo(info, plan, estimate, reference_bytes)
     frame_input = JobInput(
