@@ -62,6 +62,8 @@ class Outcome(str, Enum):
     """The request body is over COLORIZE_MAX_UPLOAD_BYTES."""
     BODY_TIMEOUT = "body_timeout"
     """The body stalled, or arrived slower than COLORIZE_BODY_MIN_RATE_BYTES_S."""
+    DISK_FULL = "disk_full"
+    """The disk a video is spooled to (or its result written to) is full: retention frees it."""
     STORE_UNAVAILABLE = "store_unavailable"
     """The shared job store (Redis or the object store) cannot be reached: nothing was stored."""
 

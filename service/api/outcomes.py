@@ -58,6 +58,8 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.BODY_TOO_LARGE: Answer(413, "body_too_large"),
         Outcome.BODY_TIMEOUT: Answer(408, "body_timeout"),
         Outcome.STORE_UNAVAILABLE: Answer(503, "job_store_unavailable", 5),
+        # Kept results expire (COLORIZE_RESULT_TTL_S) and free the spool: waiting helps.
+        Outcome.DISK_FULL: Answer(503, "disk_full", 30),
     }
 )
 """Every outcome's answer (a test checks that none is missing)."""

@@ -272,6 +272,10 @@ class SharedRunner:
             job = await self._video_job(delivery)
         except StoreError:
             job = None
+        except Exception:
+            # A full spool disk, say: hand it back (another replica, or this one later).
+            log.exception("could not start video job %s here; handing it back", delivery.job_id)
+            job = None
         finally:
             self._videos_starting -= 1
         if job is None:

@@ -11,6 +11,7 @@ caller prefers to hand it to another replica (`memory_patience_s`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -180,6 +181,8 @@ def _failure(job: VideoJob, exc: Exception) -> Failure:
         return Failure(exc.outcome, exc.detail, exc.retry_after)
     if isinstance(exc, MemoryError):
         return Failure(Outcome.OOM, "out of host memory while colouring the video")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Failure(Outcome.DISK_FULL, "no disk space was left for the result", 30)
     log.error("video job %s failed", job.id, exc_info=exc)
     return Failure(Outcome.ERROR, f"colouring the video failed: {exc}")
 

@@ -4,6 +4,7 @@ bounded video queue, retention of result files, /colorize refusing videos, and t
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 import time
@@ -458,3 +459,33 @@ def test_video_jobs_frames_and_rate_are_counted_once(
     assert samples[("colorize_video_frames_per_second_count", 'model="eccv16"')] == 1
     photos = client.get("/metrics").text
     assert "colorize_jobs_total{" not in photos, "video answers are not counted as photos'"
+
+
+@pytest.mark.parametrize("how", ["multipart", "raw"])
+def test_a_full_spool_disk_is_503_disk_full_not_500(
+    client: TestClient,
+    clips: dict[str, Path],
+    gray_png: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    from service.api import uploads
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def full_async(request: object, path: Path) -> None:
+        path.write_bytes(b"partial")
+        full()
+
+    monkeypatch.setattr(uploads, "_copy", full)
+    monkeypatch.setattr(uploads, "_spool_stream", full_async)
+    data = clips["webm"].read_bytes()
+    if how == "multipart":
+        r = client.post("/jobs", files={"video": ("a.webm", data)})
+    else:
+        r = client.post("/jobs", content=data, headers={"content-type": "video/webm"})
+    assert r.status_code == 503 and r.json()["error"] == "disk_full", r.text
+    assert r.headers["retry-after"] == "30"
+    assert spool_files(client) == []
+    assert client.post("/colorize", files={"image": ("a.png", gray_png)}).status_code == 200
