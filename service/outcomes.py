@@ -35,6 +35,9 @@ class Outcome(str, Enum):
     VIDEO_TOO_LARGE = "video_too_large"
     """Over a COLORIZE_VIDEO_* limit: resolution, duration, frame count, pixel rate, streams or
     the per-job disk space; the detail names the limit."""
+    VIDEO_ON_IMAGE_PATH = "video_on_image_path"
+    """A video sent where a photo is expected (/colorize, or the `image` field): videos are
+    asynchronous jobs, posted to /jobs as the `video` field or a raw video/* body."""
     TOO_LARGE = "too_large"
     """Can never fit the memory budget, however long it waits."""
     MEMORY_BUSY = "memory_busy"
@@ -59,6 +62,8 @@ class Outcome(str, Enum):
     """The request body is over COLORIZE_MAX_UPLOAD_BYTES."""
     BODY_TIMEOUT = "body_timeout"
     """The body stalled, or arrived slower than COLORIZE_BODY_MIN_RATE_BYTES_S."""
+    DISK_FULL = "disk_full"
+    """The disk a video is spooled to (or its result written to) is full: retention frees it."""
     STORE_UNAVAILABLE = "store_unavailable"
     """The shared job store (Redis or the object store) cannot be reached: nothing was stored."""
 

@@ -356,6 +356,21 @@ class Settings(BaseSettings):
     """Frames coloured per engine call; the decoded window holds this many."""
     video_max_job_disk_bytes: int = Field(default=16 * GiB, ge=1024 * 1024)
     """Disk one video job may use: the spooled upload plus the result being written."""
+    video_max_upload_bytes: int = Field(default=4 * GiB, ge=1024)
+    """Largest video upload, in bytes (the `video` part or a raw video/* body). It is spooled to
+    disk as it arrives, never held in RAM, so it is bounded by disk, not by
+    COLORIZE_MAX_UPLOAD_BYTES (which still bounds photos, references and form fields)."""
+    video_workers: int = Field(default=1, ge=1, le=16)
+    """Video jobs run at once; each feeds its frames through the shared device lanes."""
+    video_queue_size: int = Field(default=4, ge=0)
+    """Video jobs waiting for a free video worker; one more gets 503 with Retry-After."""
+    video_spool_dir: Path | None = None
+    """Where video uploads and results are written (a sub-directory per process, removed when it
+    stops); unset: the system's temporary directory. Needs room for (COLORIZE_VIDEO_WORKERS +
+    COLORIZE_VIDEO_QUEUE_SIZE) uploads, their results, and the kept results."""
+    video_result_max_bytes: int = Field(default=32 * GiB, ge=0)
+    """Disk that finished /jobs video results may hold together; the oldest are deleted past it
+    (COLORIZE_RESULT_TTL_S deletes them anyway)."""
 
     @field_validator("video_containers", mode="before")
     @classmethod
@@ -368,6 +383,16 @@ class Settings(BaseSettings):
                 f"unknown container(s) {unknown}; choose from {list(VIDEO_CONTAINERS)}"
             )
         return names
+
+    @model_validator(mode="after")
+    def _video_upload_fits_a_job(self) -> Settings:
+        if self.video_max_upload_bytes > self.video_max_job_disk_bytes:
+            raise ValueError(
+                f"COLORIZE_VIDEO_MAX_UPLOAD_BYTES ({self.video_max_upload_bytes}) exceeds "
+                f"COLORIZE_VIDEO_MAX_JOB_DISK_BYTES ({self.video_max_job_disk_bytes}): an upload "
+                "that large could never be accepted"
+            )
+        return self
 
     @property
     def shared_store(self) -> bool:

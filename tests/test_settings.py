@@ -91,3 +91,23 @@ def test_weights_base_url_unset_means_each_files_own_source(
     if value is not None:
         monkeypatch.setenv("COLORIZE_WEIGHTS_BASE_URL", value)
     assert load_settings().weights_base_url == expected
+
+
+def test_a_video_upload_larger_than_a_jobs_disk_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(video_max_upload_bytes=2 * 1024**3, video_max_job_disk_bytes=1024**3)
+    message = str(caught.value)
+    assert "COLORIZE_VIDEO_MAX_UPLOAD_BYTES" in message
+    assert "COLORIZE_VIDEO_MAX_JOB_DISK_BYTES" in message
+
+
+def test_video_jobs_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COLORIZE_VIDEO_WORKERS", "2")
+    monkeypatch.setenv("COLORIZE_VIDEO_QUEUE_SIZE", "0")
+    monkeypatch.setenv("COLORIZE_VIDEO_SPOOL_DIR", str(tmp_path))
+    settings = load_settings()
+    assert (settings.video_workers, settings.video_queue_size) == (2, 0)
+    assert settings.video_spool_dir == tmp_path
+    assert settings.video_max_upload_bytes == 4 * 1024**3

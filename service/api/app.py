@@ -33,6 +33,9 @@ from service.imaging.encode import encode_image
 from service.jobs.local import LocalJobs
 from service.jobs.runner import SharedRunner
 from service.jobs.shared import SharedJobs
+from service.jobs.spool import Spool
+from service.jobs.video import VideoMeter, VideoRetention
+from service.jobs.video_executor import VideoExecutor
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
 from service.settings import Settings, load_settings
@@ -77,6 +80,9 @@ async def open_shared(svc: ServiceState) -> None:
         svc.settings,
         svc.stats,
         on_job=svc.metrics.observe_job,
+        videos=svc.videos,
+        spool=svc.spool,
+        meter=VideoMeter(svc.stats, svc.metrics.observe_video_rate),
     )
 
 
@@ -114,25 +120,32 @@ def create_app(
         mm.refresh_idle()  # the weights are resident now: the job budget excludes them
         hm.refresh_idle()
         worker = Worker(loaded, mm, settings, encode_image, host=hm)
+        videos = VideoExecutor(worker, hm, settings)
         metrics = Metrics()
-        metrics.attach(mm, worker, loaded, hm)
+        metrics.attach(mm, worker, loaded, hm, videos)
         retention = JobStore(
             settings.result_ttl_s, settings.result_max_bytes, settings.max_jobs_kept
         )
-        svc = ServiceState(
-            settings,
-            mm,
-            loaded,
+        spool = Spool(settings.video_spool_dir)
+        local = LocalJobs(
             worker,
             retention,
-            metrics,
-            hm,
-            LocalJobs(worker, retention, worker.stats),
+            worker.stats,
+            videos=videos,
+            video_retention=VideoRetention(
+                settings.result_ttl_s, settings.video_result_max_bytes, settings.max_jobs_kept
+            ),
+            spool=spool,
+            meter=VideoMeter(worker.stats, metrics.observe_video_rate),
+        )
+        svc = ServiceState(
+            settings, mm, loaded, worker, retention, metrics, hm, local, spool, videos
         )
         if settings.redis_url is not None:
             await open_shared(svc)
         app.state.svc = svc
         worker.start()
+        videos.start()
         if svc.runner is not None:
             svc.runner.start()
         # At the descriptor limit every failed accept logs a traceback: report it, rate-limited.
@@ -156,8 +169,13 @@ def create_app(
             yield
         finally:
             await close_shared(svc)
-            if not worker.stop(timeout=settings.shutdown_grace_s):
-                log.error("the running job did not finish within %.0f s", settings.shutdown_grace_s)
+            # Videos before the worker: their frames need its lanes to the end.
+            grace = settings.shutdown_grace_s
+            if not await run_in_threadpool(videos.stop, grace):
+                log.warning("running videos did not finish within %.0f s: stopped", grace)
+            if not worker.stop(timeout=grace):
+                log.error("the running job did not finish within %.0f s", grace)
+            spool.close()
 
     app = FastAPI(
         title="colorize-service",

@@ -4,6 +4,7 @@ answer is counted with the outcome it states."""
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,9 @@ from service.outcomes import Outcome
 from service.worker.queue import WorkerUnavailable
 
 log = logging.getLogger(__name__)
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A full disk (or a quota reached): answered disk_full, not 500."""
 
 ERROR_BODY = {
     "type": "object",
@@ -130,6 +134,17 @@ def install_handlers(app: FastAPI) -> None:
             return outcome_response(request, Outcome.BAD_REQUEST, str(exc.detail))
         code = HTTP_ERRORS.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), retry)
+
+    @app.exception_handler(OSError)
+    async def _disk(request: Request, exc: OSError) -> JSONResponse:
+        # A video upload spooled to a full disk (ours, or Starlette's multipart spool): a
+        # passing condition of this server, not the client's fault and not a bug.
+        if exc.errno in NO_SPACE:
+            log.warning("no space left to spool an upload: %s", exc.strerror)
+            return outcome_response(
+                request, Outcome.DISK_FULL, "no disk space is left for this upload; try later"
+            )
+        return await _bug(request, exc)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:

@@ -32,6 +32,10 @@ class RequestLease:
     """The peer address (the per-client share of body memory is kept by it)."""
     count: Callable[[str, Outcome], None] = lambda model, outcome: None
     """Counts the upload's answer: `colorize_jobs_total{model, outcome}`."""
+    count_video: Callable[[str, Outcome], None] = lambda model, outcome: None
+    """Counts a video upload's answer: `colorize_video_jobs_total{model, outcome}`."""
+    video: bool = False
+    """The upload is a video (a video/* body, or a multipart `video` part was seen)."""
     model: str = NO_MODEL
     """The engine named, once it is known to exist (client text never becomes a label)."""
     body: Reservation | None = None
@@ -73,7 +77,8 @@ class RequestLease:
             told = Outcome.TIMEOUT if outcome is Outcome.TIMEOUT else Outcome.CANCELLED
             job.abandon(told)
         if self.upload and not self.handed_over:
-            self.count(self.model, outcome or Outcome.CANCELLED)
+            count = self.count_video if self.video else self.count
+            count(self.model, outcome or Outcome.CANCELLED)
 
 
 def lease_of(connection: HTTPConnection | Scope) -> RequestLease | None:

@@ -14,12 +14,14 @@ from service.memory import MemoryManager
 from service.worker.jobs import Job, JobState
 
 if TYPE_CHECKING:
+    from service.jobs.video_executor import VideoExecutor
     from service.worker.worker import Worker
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 HELD_PURPOSES = ("body", "upload", "pixels", "finish", "compute", "result")
+FPS_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 24.0, 30.0, 60.0, 120.0, 240.0)
 
 
 class _LiveCollector(Collector):
@@ -31,11 +33,13 @@ class _LiveCollector(Collector):
         worker: Worker,
         engines: Mapping[str, Engine],
         host: MemoryManager | None = None,
+        videos: VideoExecutor | None = None,
     ):
         self.manager = manager
         self.worker = worker
         self.engines = engines
         self.host = host if host is not None else manager
+        self.videos = videos
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self.manager.snapshot()
@@ -83,6 +87,7 @@ class _LiveCollector(Collector):
 
         yield from self._host()
         yield from self._stages()
+        yield from self._videos()
 
         plain = [
             ("queue_depth", "Jobs waiting for the worker.", self.worker.queue_depth),
@@ -164,16 +169,55 @@ class _LiveCollector(Collector):
             labels=["purpose"],
         )
         by_purpose = self.host.held_by_purpose()
-        # The usual purposes always (a series that appears and vanishes confuses rate()), and any
-        # other that holds bytes now (a video job's buffers: video_window, video_encoder...).
-        for purpose in sorted(set(HELD_PURPOSES) | set(by_purpose)):
+        # The usual purposes always (a series that appears and vanishes confuses rate()), any
+        # other that holds bytes now, and a video job's buffers as one series below.
+        others = {p for p in by_purpose if not p.startswith("video_")}
+        for purpose in sorted(set(HELD_PURPOSES) | others):
             held.add_metric([purpose], float(by_purpose.get(purpose, 0)))
+        # A video job's buffers (video_decoder, video_window, ... video_index) as one series.
+        video = sum(n for p, n in by_purpose.items() if p.startswith("video_"))
+        held.add_metric(["video"], float(video))
         yield held
         queued = GaugeMetricFamily(
             "colorize_queued_upload_bytes", "Compressed bytes of the uploads waiting in the queue."
         )
         queued.add_metric([], float(by_purpose.get("upload", 0)))
         yield queued
+
+    def _videos(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.worker.stats
+        jobs = CounterMetricFamily(
+            "colorize_video_jobs",
+            "Video uploads answered and video jobs ended, by model and outcome.",
+            labels=["model", "outcome"],
+        )
+        for (model, outcome), count in sorted(stats.video_jobs.items()):
+            jobs.add_metric([model, outcome], count)
+        yield jobs
+        frames = CounterMetricFamily(
+            "colorize_video_frames", "Frames of videos coloured, by model.", labels=["model"]
+        )
+        counted = stats.video_frames
+        for model in sorted(set(self.engines) | set(counted)):
+            frames.add_metric([model], counted.get(model, 0))
+        yield frames
+        videos = self.videos
+        for name, doc, value in (
+            ("video_jobs_running", "Video jobs running now.", videos.running if videos else 0),
+            (
+                "video_queue_depth",
+                "Video jobs waiting for a video worker.",
+                videos.waiting if videos else 0,
+            ),
+            (
+                "video_queue_capacity",
+                "Video workers plus the video queue's size.",
+                videos.workers + videos.queue_size if videos else 0,
+            ),
+        ):
+            g = GaugeMetricFamily(f"colorize_{name}", doc)
+            g.add_metric([], float(value))
+            yield g
 
     def _stages(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily(
@@ -232,6 +276,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.video_rate = Histogram(
+            "colorize_video_frames_per_second",
+            "Frames per second of finished video jobs (frames over the job's running time).",
+            ["model"],
+            buckets=FPS_BUCKETS,
+            registry=self.registry,
+        )
 
     def attach(
         self,
@@ -239,9 +290,10 @@ class Metrics:
         worker: Worker,
         engines: Mapping[str, Engine],
         host: MemoryManager | None = None,
+        videos: VideoExecutor | None = None,
     ) -> None:
         """Start reading live values from these objects."""
-        self.registry.register(_LiveCollector(manager, worker, engines, host))
+        self.registry.register(_LiveCollector(manager, worker, engines, host, videos))
         manager.observers.append(self._observe_estimate)
         worker.batch_observers.append(lambda model, n: self.batch_size.labels(model).observe(n))
 
@@ -257,6 +309,10 @@ class Metrics:
             self.queue_seconds.labels(job.model).observe(job.timings["queue"])
         if "compute" in job.timings:
             self.compute_seconds.labels(job.model).observe(job.timings["compute"])
+
+    def observe_video_rate(self, model: str, frames_per_second: float) -> None:
+        """A finished video job's frame rate."""
+        self.video_rate.labels(model).observe(frames_per_second)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,6 +39,7 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.IMAGE_TOO_LARGE: Answer(413, "image_too_large"),
         Outcome.INVALID_VIDEO: Answer(422, "undecodable_video"),
         Outcome.VIDEO_TOO_LARGE: Answer(413, "video_too_large"),
+        Outcome.VIDEO_ON_IMAGE_PATH: Answer(415, "video_goes_to_jobs"),
         Outcome.TOO_LARGE: Answer(413, "too_large_for_memory"),
         Outcome.MEMORY_BUSY: Answer(503, "memory_busy", 2),
         # Weights do not appear by waiting: no Retry-After unless a download is under way
@@ -57,6 +58,8 @@ ANSWERS: Mapping[Outcome, Answer] = MappingProxyType(
         Outcome.BODY_TOO_LARGE: Answer(413, "body_too_large"),
         Outcome.BODY_TIMEOUT: Answer(408, "body_timeout"),
         Outcome.STORE_UNAVAILABLE: Answer(503, "job_store_unavailable", 5),
+        # Kept results expire (COLORIZE_RESULT_TTL_S) and free the spool: waiting helps.
+        Outcome.DISK_FULL: Answer(503, "disk_full", 30),
     }
 )
 """Every outcome's answer (a test checks that none is missing)."""

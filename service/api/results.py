@@ -1,11 +1,14 @@
-"""Sending a finished job's image: in chunks, noticing a client that leaves mid-way, so the
-request's lease counts it cancelled and gives the result's memory back at once."""
+"""Sending a finished job's result: an image in chunks, noticing a client that leaves mid-way,
+so the request's lease counts it cancelled and gives the result's memory back at once; a video
+from its file."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from service.api.bridge import disconnected
@@ -36,3 +39,26 @@ class ResultResponse(Response):
                 )
         finally:
             gone.cancel()
+
+
+class ResultFile(FileResponse):
+    """A video result sent from its file (Range requests included, so a player can seek);
+    `release` lets retention delete the file once the response is over, however it ends."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        media_type: str,
+        headers: Mapping[str, str],
+        release: Callable[[], None] | None,
+    ) -> None:
+        super().__init__(path, media_type=media_type, headers=headers)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.release is not None:
+                self.release()

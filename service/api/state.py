@@ -12,6 +12,8 @@ from service.api.metrics import Metrics
 from service.engines.base import Engine
 from service.jobs.backend import JobStore
 from service.jobs.runner import SharedRunner
+from service.jobs.spool import Spool
+from service.jobs.video_executor import VideoExecutor
 from service.memory import MemoryManager
 from service.settings import Settings
 from service.store import SharedStore
@@ -34,14 +36,20 @@ class ServiceState:
     """Host memory (the device's manager itself on a CPU device)."""
     jobs: JobStore
     """/jobs: LocalJobs, or SharedJobs when COLORIZE_REDIS_URL selects the shared store."""
+    spool: Spool
+    """Video uploads and results on disk (this process's directory)."""
+    videos: VideoExecutor
+    """The threads that run video jobs (this process's, local or pulled from the shared store)."""
     shared: SharedStore | None = None
     runner: SharedRunner | None = None
 
     def drain(self, reason: str) -> None:
-        """Stop taking work (SIGTERM): queued local jobs end, shared ones go back to the queue."""
+        """Stop taking work (SIGTERM): queued local jobs end, shared ones go back to the queue;
+        running photos and videos go on within the shutdown grace."""
         if self.runner is not None:
             self.runner.stop_pulling()
         self.worker.drain(reason)
+        self.videos.drain(reason)
 
     @property
     def stats(self) -> PipelineStats:

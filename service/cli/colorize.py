@@ -1,9 +1,13 @@
-"""`colorize-service colorize`: colour image files and folders on this machine, in one process.
+"""`colorize-service colorize`: colour image and video files and folders on this machine, in one
+process.
 
 Each file goes the service's way: admitted by the same function as an upload to the API
 (service/worker/admission.py: headers, pixel limit, engine rules, the device's and the host's
 budgets), then through the same staged pipeline (service/worker/worker.py), a bounded number
-in flight at a time.
+in flight at a time. A video (told by its bytes, like the API tells it) is probed and coloured
+by the same job runner as a /jobs video (service/jobs/video_executor.py: `colorize_video` with
+its frames through the pipeline's device lanes), one at a time, with a progress bar in frames;
+its result is `OUTPUT_DIR/<name>.mp4`.
 """
 
 from __future__ import annotations
@@ -35,13 +39,17 @@ from service.engines.registry import create_engine, engine_class, render_limits
 from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
 from service.imaging.errors import ImageError
+from service.jobs.video import VideoJob
+from service.jobs.video_executor import run_video_job
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
 from service.outcomes import Failure, Outcome
-from service.settings import Settings, SettingsError, load_settings
-from service.worker.admission import Budgets, Upload, admit
+from service.settings import VIDEO_CONTAINERS, Settings, SettingsError, load_settings
+from service.video import VideoError, VideoProgress, sniff
+from service.video.sniff import SNIFF_BYTES
+from service.worker.admission import Budgets, Upload, VideoUpload, admit, check_video
 from service.worker.jobs import Job, JobState
-from service.worker.options import JobOptions
+from service.worker.options import JobOptions, VideoOptions
 from service.worker.worker import Worker, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,7 +70,13 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 """File name endings looked for when a folder is walked, by Pillow format name."""
 
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+"""File name endings of videos looked for when a folder is walked (what a file is, is then told
+by its bytes)."""
+
 OUTPUT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+VIDEO_SUFFIX = ".mp4"
+"""A video's result is always an MP4 (H.264), whatever --format says (that is for images)."""
 
 
 def add_parser(
@@ -71,15 +85,17 @@ def add_parser(
     """Register `colorize`; its handler is `args.handler(args) -> exit code`."""
     parser = subparsers.add_parser(
         "colorize",
-        help="colour image files or folders into an output folder",
+        help="colour image or video files or folders into an output folder",
         description=(
-            "Colour each INPUT (an image, or a folder walked recursively for images) and write "
-            "OUTPUT_DIR/<name>.<format>; images found in a folder keep their sub-folder. "
-            "Existing outputs are skipped unless --overwrite. A file that fails is reported "
-            "and the others go on; the exit code is 1 if any failed."
+            "Colour each INPUT (an image, a video, or a folder walked recursively for both) and "
+            "write OUTPUT_DIR/<name>.<format> (videos: OUTPUT_DIR/<name>.mp4); files found in a "
+            "folder keep their sub-folder. Existing outputs are skipped unless --overwrite. A "
+            "file that fails is reported and the others go on; the exit code is 1 if any failed."
         ),
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="images or folders")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="images, videos or folders"
+    )
     parser.add_argument(
         "--output-dir", "-o", type=Path, required=True, metavar="DIR", help="created if missing"
     )
@@ -120,7 +136,16 @@ def add_parser(
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
-        "--format", choices=sorted(CONTENT_TYPES), default="png", help="output format (png)"
+        "--format",
+        choices=sorted(CONTENT_TYPES),
+        default="png",
+        help="output format of images (png); videos are always MP4",
+    )
+    parser.add_argument(
+        "--no-stabilize",
+        dest="stabilize",
+        action="store_false",
+        help="videos: colour every frame on its own (default: hold each shot's colours steady)",
     )
     parser.set_defaults(handler=colorize_command)
     return parser
@@ -132,6 +157,8 @@ class Target:
 
     source: Path
     output: Path
+    video: bool = False
+    """A video, told by its bytes (its result is an MP4)."""
 
 
 @dataclass
@@ -143,14 +170,23 @@ class Tally:
     failed: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     """Time spent colouring the images that were done (reading to writing)."""
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    """Frames of the videos done."""
+    video_seconds: float = 0.0
 
     def summary(self) -> str:
         """The last line on stdout."""
-        rate = self.done / self.seconds if self.seconds > 0 else 0.0
-        return (
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        line = (
             f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed "
-            f"({rate:.2f} images/s)\n"
+            f"({rate:.2f} images/s"
         )
+        if self.videos:
+            fps = self.frames / self.video_seconds if self.video_seconds > 0 else 0.0
+            line += f"; {self.videos} videos, {self.frames} frames, {fps:.2f} frames/s"
+        return line + ")\n"
 
 
 class InputFailed(Exception):
@@ -182,7 +218,7 @@ def colorize_command(args: argparse.Namespace) -> int:
             return _fail(EXIT_USAGE, f"reference {args.reference}: {exc}")
     jobs, missing = plan_jobs(args.inputs, args.output_dir, args.format, settings)
     if not jobs and not missing:
-        return _fail(EXIT_USAGE, "no images found in " + ", ".join(map(str, args.inputs)))
+        return _fail(EXIT_USAGE, "no images or videos found in " + ", ".join(map(str, args.inputs)))
     weights_dir: Path = args.weights_dir or settings.weights_dir
     fetch_missing(settings, [model], weights_dir)  # a failure shows as the load error below
     engine = create_engine(model, device, weights_dir, render=render_limits(settings))
@@ -218,21 +254,39 @@ def colorize_command(args: argparse.Namespace) -> int:
 def plan_jobs(
     inputs: Sequence[Path], output_dir: Path, fmt: str, settings: Settings
 ) -> tuple[list[Target], list[Path]]:
-    """Jobs for every image given or found under a given folder, and the inputs that don't exist."""
+    """Jobs for every image or video given or found under a given folder, and the inputs that
+    don't exist."""
     suffixes = {s for f in settings.allowed_formats for s in EXTENSIONS.get(f, ())}
+    suffixes |= set(VIDEO_EXTENSIONS)
     out_root = output_dir.resolve()
     jobs: list[Target] = []
     missing: list[Path] = []
     for item in inputs:
         if item.is_dir():
             for found in _walk(item, suffixes, out_root):
-                relative = found.relative_to(item).with_suffix(OUTPUT_SUFFIX[fmt])
-                jobs.append(Target(found, output_dir / relative))
+                video = is_video(found)
+                suffix = VIDEO_SUFFIX if video else OUTPUT_SUFFIX[fmt]
+                relative = found.relative_to(item).with_suffix(suffix)
+                jobs.append(Target(found, output_dir / relative, video))
         elif item.exists():
-            jobs.append(Target(item, output_dir / (item.stem + OUTPUT_SUFFIX[fmt])))
+            video = is_video(item)
+            suffix = VIDEO_SUFFIX if video else OUTPUT_SUFFIX[fmt]
+            jobs.append(Target(item, output_dir / (item.stem + suffix), video))
         else:
             missing.append(item)
     return jobs, missing
+
+
+def is_video(path: Path) -> bool:
+    """Whether the file is a video container we colour, by its leading bytes (as the API
+    decides); anything else goes the image way, which says what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+        sniff(head, VIDEO_CONTAINERS)
+    except (OSError, VideoError):
+        return False
+    return True
 
 
 def _walk(folder: Path, suffixes: set[str], skip: Path) -> Iterator[Path]:
@@ -257,6 +311,8 @@ def _run_jobs(
     host = host_manager(manager, settings.memory_threshold, settings.host_memory_bytes)
     worker = Worker({engine.name: engine}, manager, settings, encode_image, host=host)
     options = JobOptions(model=engine.name, output_format=args.format, render_size=args.render_size)
+    videos = [target for target in jobs if target.video]
+    jobs = [target for target in jobs if not target.video]
     # In flight: enough to keep every stage busy, few enough that none waits past its time limit.
     in_flight = worker.lookahead + worker.batch_max_size + 2 * settings.finish_workers
     pending: deque[tuple[Target, Job]] = deque()
@@ -270,19 +326,7 @@ def _run_jobs(
             tqdm(jobs, desc="colorize", unit="img", file=sys.stderr, disable=None) as bar,
         ):
             for target in bar:
-                key = target.output.resolve()
-                if key in claimed:
-                    log.error(
-                        "%s: output %s is already written from %s",
-                        target.source,
-                        target.output,
-                        claimed[key],
-                    )
-                    tally.failed.append(target.source)
-                    continue
-                claimed[key] = target.source
-                if target.output.exists() and not args.overwrite:
-                    tally.skipped += 1
+                if not _claim(target, claimed, args, tally):
                     continue
                 while len(pending) >= in_flight:
                     _collect(pending.popleft(), tally)
@@ -295,11 +339,103 @@ def _run_jobs(
                 pending.append((target, queued))
             while pending:
                 _collect(pending.popleft(), tally)
+        tally.seconds = time.perf_counter() - started
+        for target in videos:
+            if _claim(target, claimed, args, tally):
+                _colour_video(target, engine, worker, reference, args, settings, tally)
     finally:
         for _, queued in pending:
             worker.cancel(queued)
         worker.stop(timeout=settings.shutdown_grace_s)
-        tally.seconds = time.perf_counter() - started
+        if not tally.seconds:
+            tally.seconds = time.perf_counter() - started
+
+
+def _claim(
+    target: Target, claimed: dict[Path, Path], args: argparse.Namespace, tally: Tally
+) -> bool:
+    """Whether `target` is to be coloured now: its output is nobody else's and not written yet
+    (unless --overwrite)."""
+    key = target.output.resolve()
+    if key in claimed:
+        log.error(
+            "%s: output %s is already written from %s", target.source, target.output, claimed[key]
+        )
+        tally.failed.append(target.source)
+        return False
+    claimed[key] = target.source
+    if target.output.exists() and not args.overwrite:
+        tally.skipped += 1
+        return False
+    return True
+
+
+def _colour_video(
+    target: Target,
+    engine: Engine,
+    worker: Worker,
+    reference: bytes | None,
+    args: argparse.Namespace,
+    settings: Settings,
+    tally: Tally,
+) -> None:
+    """Probe and colour one video (the /jobs way), with a progress bar in frames."""
+    options = VideoOptions(engine.name, render_size=args.render_size, stabilize=args.stabilize)
+    upload = VideoUpload(target.source, options, reference)
+    budgets = Budgets(device=worker.manager, host=worker.host)
+    video = check_video(upload, {engine.name: engine}, budgets, settings)
+    if isinstance(video, Failure):
+        why = video.detail
+        if video.outcome in _MEMORY_OUTCOMES:
+            why = f"not enough memory on {worker.manager.device}: {why}"
+        log.error("%s: %s", target.source, why)
+        tally.failed.append(target.source)
+        return
+    try:
+        target.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("%s: cannot create %s: %s", target.source, target.output.parent, exc)
+        tally.failed.append(target.source)
+        return
+    job = VideoJob(
+        model=engine.name,
+        options=options,
+        source=target.source,
+        info=video.info,
+        plan=video.plan,
+        target=target.output,
+        reference=reference,
+        owns_source=False,
+    )
+    with (
+        logging_redirect_tqdm(),
+        tqdm(
+            total=video.info.frames,
+            desc=target.source.name,
+            unit="frame",
+            file=sys.stderr,
+            disable=None,
+        ) as bar,
+    ):
+
+        def advance(_: VideoJob, progress: VideoProgress) -> None:
+            bar.total = progress.frames_total
+            bar.update(progress.frames_done - bar.n)
+
+        job.on_progress(advance)
+        run_video_job(job, worker, worker.host, settings)
+    if job.state is not JobState.DONE or job.result is None:
+        failure = job.failure
+        why = failure.detail if failure is not None else "cancelled"
+        if failure is not None and failure.outcome in _MEMORY_OUTCOMES:
+            why = f"not enough memory: {why}"
+        log.error("%s: %s", target.source, why)
+        tally.failed.append(target.source)
+        return
+    tally.done += 1
+    tally.videos += 1
+    tally.frames += job.result.frames
+    tally.video_seconds += job.result.seconds
 
 
 def _placeholder_request(render_size: int) -> ColorizeRequest:
@@ -359,6 +495,7 @@ def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
         tally.failed.append(job.source)
     else:
         tally.done += 1
+        tally.images += 1
     finally:
         queued.drop_result("written")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from service.memory import Reservation
 from service.outcomes import Failure
-from service.worker.admission import Upload
+from service.worker.admission import AdmittedVideo, Upload, VideoUpload
 from service.worker.jobs import Job
 
 
@@ -42,12 +44,16 @@ class JobView:
 
 @dataclass(frozen=True)
 class ResultBody:
-    """A finished job's result: its bytes whole (in this process) or in chunks (from a store)."""
+    """A finished job's result: its bytes whole (a photo in this process), a file (a video in
+    this process: kept until `release`) or chunks (from a store)."""
 
     content_type: str
     size: int
     data: bytes | None = None
     chunks: AsyncIterator[bytes] | None = None
+    path: Path | None = None
+    release: Callable[[], None] | None = None
+    """Called once the file has been sent (or the client left): retention may delete it."""
 
 
 class UnknownJob(Exception):
@@ -79,6 +85,13 @@ class JobStore(Protocol):
 
     async def submit(self, job: Job, upload: Upload) -> JobView:
         """Accept `job` (checked by admission; `upload` is its bytes) and answer only once
+        it is stored; raises JobRefused."""
+
+    async def submit_video(
+        self, upload: VideoUpload, video: AdmittedVideo, held: Reservation | None
+    ) -> JobView:
+        """Accept a video checked by admission (`upload.path` is its spool file, which the
+        store now owns; `held` covers the reference photo's bytes, if any) and answer only once
         it is stored; raises JobRefused."""
 
     async def view(self, job_id: str) -> JobView:

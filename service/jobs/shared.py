@@ -16,13 +16,16 @@ from service.jobs.backend import (
     ResultGone,
     UnknownJob,
 )
-from service.jobs.options import options_json
+from service.jobs.options import options_json, video_options_json
+from service.jobs.spool import remove
+from service.memory import Reservation
 from service.outcomes import Failure, Outcome
 from service.store import (
     JobKind,
     JobNotFound,
     JobRecord,
     NoResult,
+    Progress,
     QueueFull,
     RecordState,
     SharedStore,
@@ -30,7 +33,7 @@ from service.store import (
     StoreUnavailable,
 )
 from service.worker import stages
-from service.worker.admission import Upload
+from service.worker.admission import AdmittedVideo, Upload, VideoUpload
 from service.worker.jobs import Job
 
 
@@ -59,6 +62,43 @@ class SharedJobs:
             raise JobRefused(Failure(Outcome.QUEUE_FULL, str(exc), 5)) from None
         except StoreError as exc:
             raise JobRefused(_unavailable(exc)) from None
+        return view_of(stored)
+
+    async def submit_video(
+        self, upload: VideoUpload, video: AdmittedVideo, held: Reservation | None
+    ) -> JobView:
+        if held is not None:
+            held.release()  # nothing waits here in memory: the bytes go to the object store
+        try:
+            size = upload.path.stat().st_size + len(upload.reference or b"")
+            bound = self.store.config.max_bytes
+            if size > bound:
+                raise JobRefused(
+                    Failure(
+                        Outcome.VIDEO_TOO_LARGE,
+                        f"the upload is {size} bytes but the shared queue holds at most {bound} "
+                        "bytes of uploads (COLORIZE_SHARED_QUEUE_BYTES)",
+                    )
+                )
+            info = video.info
+            record = JobRecord(
+                kind=JobKind.VIDEO,
+                model=upload.options.model,
+                options=video_options_json(upload.options, info.frames),
+                width=info.width,
+                height=info.height,
+                estimate_bytes=video.estimate,
+                host_bytes=video.host_bytes,
+            )
+            try:
+                # Streamed from the spool file (in parts when large), never through Redis.
+                stored = await self.store.queue.submit(record, upload.path, upload.reference)
+            except QueueFull as exc:
+                raise JobRefused(Failure(Outcome.QUEUE_FULL, str(exc), 5)) from None
+            except StoreError as exc:
+                raise JobRefused(_unavailable(exc)) from None
+        finally:
+            remove(upload.path)
         return view_of(stored)
 
     async def view(self, job_id: str) -> JobView:
@@ -109,6 +149,15 @@ class SharedJobs:
 
 def view_of(record: JobRecord) -> JobView:
     progress = record.progress
+    if record.kind is JobKind.VIDEO:
+        frames = record.options.get("frames")
+        total = frames if isinstance(frames, int) else None
+        if progress is None:
+            progress = Progress(0, total)
+        if record.state is RecordState.DONE:
+            # Progress is written at most once a second: the last batch may not be in it.
+            done = max(progress.done, progress.total or 0)
+            progress = Progress(done, done, progress.fps, 0.0)
     return JobView(
         id=record.id,
         state=record.state.value,

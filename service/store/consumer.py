@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -217,6 +218,15 @@ class Consumer:
         image = await objects.get_bytes(delivery.record.image_key)
         ref_key = delivery.record.reference_key
         return image, (await objects.get_bytes(ref_key) if ref_key else None)
+
+    async def download(self, delivery: Delivery, path: Path) -> bytes | None:
+        """A video job's upload written to `path` (streamed from the object store, never whole
+        in memory), and its reference photo's bytes (None without one). ObjectNotFound: as for
+        `inputs`."""
+        objects = self.queue.objects
+        await objects.get_file(delivery.record.image_key, path)
+        ref_key = delivery.record.reference_key
+        return await objects.get_bytes(ref_key) if ref_key else None
 
     async def progress(self, delivery: Delivery, progress: Progress | None) -> bool:
         """Record progress (and keep the record alive); False when the job should stop."""

@@ -207,6 +207,19 @@ class ObjectStore:
             _store=self,
         )
 
+    async def get_file(self, key: str, path: Path) -> int:
+        """Write the object `key` to `path` (streamed, in parts when large, never whole in
+        memory); its size. Raises ObjectNotFound."""
+        await self._run(
+            "get",
+            self._client.download_file,
+            Bucket=self.bucket,
+            Key=key,
+            Filename=str(path),
+            Config=self._transfer,
+        )
+        return path.stat().st_size
+
     async def get_bytes(self, key: str) -> bytes:
         """The whole object (uploads, which the API already bounded in size)."""
         reader = await self.open(key)

@@ -15,6 +15,8 @@ A job holds, for its whole life and whatever the film's length:
 | video_index        | FFmpeg's sample indexes, which grow with the film: the MP4 demuxer's |
 |                    | and the MP4 muxer's, INDEX_BYTES_PER_SAMPLE per frame and audio      |
 |                    | packet                                                               |
+| video_pipeline     | with `pipeline`: the next window and its colours, coloured while the |
+|                    | previous one is stabilised and encoded: 2 x batch x width x height x 3 |
 
 The colour work inside `colorize` (engine tensors on the device or host) is not here: the caller
 that runs the engine reserves it per batch, as it does for images.
@@ -64,10 +66,17 @@ class VideoMemoryPlan:
     lied about its length and the job is refused rather than outgrow its reservation."""
     max_audio_packets: int = 0
     """The same for audio packets, as copied."""
+    pipeline: int = 0
+    """A second window and its colours in flight (`colorize_video(pipeline=True)`)."""
 
     @classmethod
     def for_video(
-        cls, info: VideoInfo, batch: int, stabilize: bool, limits: VideoLimits
+        cls,
+        info: VideoInfo,
+        batch: int,
+        stabilize: bool,
+        limits: VideoLimits,
+        pipeline: bool = False,
     ) -> VideoMemoryPlan:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -88,6 +97,7 @@ class VideoMemoryPlan:
             * (_allowance(info.frames) + _allowance(info.audio_packets)),
             max_frames=_allowance(info.frames),
             max_audio_packets=_allowance(info.audio_packets),
+            pipeline=2 * batch * info.frame_bytes if pipeline else 0,
         )
 
     @property
@@ -100,6 +110,7 @@ class VideoMemoryPlan:
             "video_stabilizer": self.stabilizer,
             "video_encoder": self.encoder,
             "video_index": self.index,
+            "video_pipeline": self.pipeline,
         }
         return {purpose: nbytes for purpose, nbytes in named.items() if nbytes}
 

@@ -14,7 +14,12 @@ result stay on disk: at most one window of frames is ever in memory.
 
 `cancel` is checked for every packet the demuxer reads and before every frame is stabilised and
 encoded; the one call it cannot interrupt is `colorize` on a batch, so a job stops within one
-batch's colour time (choose the batch so that this is about a second).
+batch's colour time (choose the batch so that this is about a second; a `colorize` that looks
+at `cancel` itself, as the service's does, stops sooner).
+
+With `pipeline=True` a window is coloured (by `colorize`, in a thread of the job's own) while
+the previous one is stabilised and encoded here, so the device never waits for this thread's
+share of the work; it costs one more window and its colours (`video_pipeline` in the plan).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +100,7 @@ def colorize_video(
     limits: VideoLimits = VideoLimits(),
     encode: EncodeOptions = EncodeOptions(),
     stabilizer: StabilizerSettings = StabilizerSettings(),
+    pipeline: bool = False,
 ) -> VideoResult:
     """Colour the video at `source` (probed as `info`) into an MP4 at `target`.
 
@@ -101,7 +108,7 @@ def colorize_video(
     as decoded, or the per-job disk), VideoEncodeFailed, and whatever `reserve` or `colorize`
     raise; `target` then does not exist.
     """
-    plan = VideoMemoryPlan.for_video(info, batch, stabilize, limits)
+    plan = VideoMemoryPlan.for_video(info, batch, stabilize, limits, pipeline)
     partial = target.with_name(f".{target.name}.partial")
     started = time.monotonic()
     with ExitStack() as held:
@@ -109,6 +116,9 @@ def colorize_video(
             held.enter_context(reserve(nbytes, purpose))
         try:
             job = _Job(info, plan, colorize, batch, limits, cancel, progress, started)
+            if pipeline:
+                job.colourer = ThreadPoolExecutor(1, thread_name_prefix="colorize-video-colour")
+                held.callback(job.stop_colouring)
             if stabilize:
                 job.stabilizer = ChromaStabilizer(stabilizer)
             with VideoSource(source, info, limits, cancel) as video:
@@ -118,9 +128,11 @@ def colorize_video(
                     for frame in video.frames(on_audio=job.copy_audio):
                         job.add(frame)
                     job.flush()
+                    job.finish_pending()
                     encoder.close(job.last_duration or None)
                     job.check_disk()  # the index and the last frames are written on close
                 except BaseException:
+                    job.stop_colouring()
                     encoder.abort()
                     raise
             job.check_cancel()
@@ -173,6 +185,10 @@ class _Job:
         self.decoded = 0
         self.audio_packets = 0
         self.last_duration = 0
+        self.colourer: ThreadPoolExecutor | None = None
+        """With `pipeline`: the thread that colours the next window."""
+        self.pending: tuple[list[DecodedFrame], Future[list[np.ndarray]]] | None = None
+        """With `pipeline`: the window being coloured, and its colours to come."""
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -208,12 +224,45 @@ class _Job:
         assert self.encoder is not None
         self.check_cancel()
         frames, self.window = self.window, []
+        if self.colourer is None:
+            self._write(frames, self._colour(frames))
+            return
+        # Pipelined: this window goes to the colour thread, then the previous one is finished
+        # here while it colours.
+        coming = self.colourer.submit(self._colour, frames)
+        self.finish_pending()
+        self.pending = (frames, coming)
+
+    def finish_pending(self) -> None:
+        """Stabilise and encode the window the colour thread has (pipeline only)."""
+        if self.pending is None:
+            return
+        frames, coming = self.pending
+        self.pending = None
+        self._write(frames, coming.result())
+
+    def stop_colouring(self) -> None:
+        """The job is over (or failed): wait for the colour thread to let go of its window."""
+        if self.pending is not None:
+            _, coming = self.pending
+            self.pending = None
+            coming.cancel()
+            with contextlib.suppress(BaseException):
+                coming.result()
+        if self.colourer is not None:
+            self.colourer.shutdown(wait=True)
+
+    def _colour(self, frames: list[DecodedFrame]) -> list[np.ndarray]:
         colored = list(self.colorize([f.image for f in frames]))
         if len(colored) != len(frames):
             raise RuntimeError(f"colorize returned {len(colored)} images for {len(frames)} frames")
         for image in colored:
             if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
                 raise RuntimeError(f"colorize returned {image.dtype} {image.shape} for a frame")
+        return colored
+
+    def _write(self, frames: list[DecodedFrame], colored: list[np.ndarray]) -> None:
+        assert self.encoder is not None
         if self.stabilizer is not None:
             self.check_cancel()
             self.stabilizer.stabilize(colored, [f.image for f in frames])

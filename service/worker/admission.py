@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,9 +22,10 @@ from service.imaging.errors import ImageError
 from service.memory import MemoryManager, MemoryRefused, NeverFits, Reservation
 from service.outcomes import Failure, Outcome
 from service.settings import Settings
+from service.video import VideoError, VideoInfo, VideoLimits, VideoMemoryPlan, probe
 from service.worker import stages
 from service.worker.jobs import Job, JobInput
-from service.worker.options import JobOptions
+from service.worker.options import JobOptions, VideoOptions
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,34 @@ class Upload:
     image: bytes
     options: JobOptions
     reference: bytes | None = None
+
+
+@dataclass(frozen=True)
+class VideoUpload:
+    """A video a client sent: spooled to a file as it arrived (never held in memory), and how
+    to colour it."""
+
+    path: Path
+    options: VideoOptions
+    reference: bytes | None = None
+
+
+@dataclass(frozen=True)
+class AdmittedVideo:
+    """A video that passed every check: what it is, and the memory its job will hold."""
+
+    info: VideoInfo
+    plan: VideoMemoryPlan
+    """Host bytes of the job's buffers (decoder, window, stabiliser, encoder, index)."""
+    estimate: int
+    """Device bytes one frame's forward pass reserves (the lanes batch frames like photos)."""
+    reference_bytes: int = 0
+    """Host bytes decoding the reference photo may take (held, as RGB, for the whole job)."""
+
+    @property
+    def host_bytes(self) -> int:
+        """What the job reserves from the host budget when it starts."""
+        return self.plan.total + self.reference_bytes
 
 
 @dataclass(frozen=True)
@@ -239,3 +269,91 @@ def _render_too_large(engine: Engine, job_input: JobInput, estimate: int, exc: N
         f"this {w}x{h} image at render size {size} needs about {estimate} bytes on the device "
         f"but the job budget is {exc.budget} bytes; for {engine.name} {fits}"
     )
+
+
+def check_video(
+    upload: VideoUpload, engines: Mapping[str, Engine], budgets: Budgets, settings: Settings
+) -> AdmittedVideo | Failure:
+    """Every check of a video before it is accepted: the engine and its options, the reference
+    photo's header, the video itself (`probe`: container, streams, size, duration, frame count,
+    pixel rate, the per-job disk; 415/422/413 naming the limit) and whether its job could ever
+    fit the budgets. Reads the file's headers (blocking: call it from a thread)."""
+    options = upload.options
+    engine = engines.get(options.model)
+    if engine is None:
+        return Failure(
+            Outcome.UNKNOWN_MODEL,
+            f"unknown model {options.model[:64]!r}; choose from {sorted(engines)}",
+        )
+    if not engine.ready:
+        return Failure(
+            Outcome.NOT_READY,
+            f"engine {options.model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
+        )
+    if upload.reference is not None and not engine.takes_reference:
+        return Failure(
+            Outcome.INVALID_REQUEST,
+            f"engine {options.model!r} takes no reference photo; only exemplar uses one",
+        )
+    formats, max_pixels = settings.allowed_formats, settings.max_pixels
+    reference_pixels = reference_bytes = 0
+    try:
+        if upload.reference is not None:
+            ref = probe_header(upload.reference, allowed_formats=formats, max_pixels=max_pixels)
+            reference_pixels = ref.width * ref.height
+            reference_bytes = stages.decode_bytes_per_pixel(ref) * reference_pixels
+        info = probe(upload.path, VideoLimits.from_settings(settings))
+    except ImageError as exc:
+        return Failure(exc.outcome, f"the reference photo: {exc.message}")
+    except VideoError as exc:
+        return Failure(exc.outcome, exc.message)
+    frame = ColorizeRequest(
+        image=_placeholder(info.width, info.height),
+        reference=None if upload.reference is None else _placeholder(1, 1),
+        render_size=options.render_size,
+    )
+    try:
+        engine.validate(frame)
+    except EngineError as exc:
+        return Failure(Outcome.INVALID_REQUEST, str(exc))
+    if upload.reference is None:
+        estimate = engine.estimate(frame)
+    else:
+        estimate = engine.memory_model.estimate(info.width, info.height, 1, reference_pixels)
+    # Pipelined: the next window colours while this one is stabilised and encoded.
+    plan = VideoMemoryPlan.for_video(
+        info,
+        settings.video_batch_frames,
+        options.stabilize,
+        VideoLimits.from_settings(settings),
+        pipeline=True,
+    )
+    video = AdmittedVideo(info, plan, estimate, reference_bytes)
+    frame_input = JobInput(
+        b"", info.width, info.height, render_size=options.render_size, decode_bytes=0
+    )
+    try:
+        budgets.device.check_fits(estimate)
+    except NeverFits as exc:
+        if engine.render_limits is not None:
+            detail = _render_too_large(engine, frame_input, estimate, exc)
+        else:
+            detail = (
+                f"a {info.width}x{info.height} frame needs about {estimate} bytes on the device "
+                f"but the job budget is {exc.budget} bytes"
+            )
+        return Failure(Outcome.TOO_LARGE, detail.replace("image", "video"))
+    # On a CPU the device's budget is the host's: the frames' forward pass comes on top.
+    host_need = video.host_bytes + (estimate if budgets.device is budgets.host else 0)
+    try:
+        budgets.host.check_fits(host_need)
+    except NeverFits as exc:
+        return Failure(
+            Outcome.TOO_LARGE,
+            f"colouring this {info.width}x{info.height} video needs about {host_need} bytes of "
+            f"host memory (its decoder, a window of {settings.video_batch_frames} frames "
+            f"(COLORIZE_VIDEO_BATCH_FRAMES), the stabiliser and the encoder) but the host "
+            f"budget for one job is {exc.budget} bytes (COLORIZE_HOST_MEMORY_BYTES x "
+            "COLORIZE_MEMORY_THRESHOLD, less the idle service)",
+        )
+    return video

@@ -4,6 +4,7 @@ recovered from out-of-memory exactly like photos, sharing the device lanes fairl
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,9 @@ from service.outcomes import Failure, Outcome
 from service.worker.jobs import Job, JobState
 from service.worker.stages import RAW
 from service.worker.worker import Worker
+
+CANCEL_POLL_S = 0.05
+"""How often a waiting call looks at its `cancel` event."""
 
 
 class FramesFailed(Exception):
@@ -30,11 +34,14 @@ def colorize_frames(
     *,
     render_size: int | None = None,
     reference: np.ndarray | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[np.ndarray]:
     """The colour versions of `frames` (RGB uint8), in order; FramesFailed if one fails.
 
     The caller holds the host memory of the frames and their outputs (the video's window): the
-    jobs reserve only what the stages add (the device's forward pass, the finish's join).
+    jobs reserve only what the stages add (the device's forward pass, the finish's join). When
+    `cancel` is set, the frames still waiting leave the queue at once and the call raises
+    FramesFailed(CANCELLED): a video stops within one forward pass, not one batch.
     """
     engine = worker.engines[model]
     jobs = []
@@ -43,16 +50,25 @@ def colorize_frames(
         job = Job(model=model, input=None, estimate=engine.estimate(request), output_format=RAW)
         job.request = request
         job.prepared = engine.prepare(request)
+        job.of_video = True
         jobs.append(job)
     worker.submit_prepared(jobs)
     outputs = []
     for job in jobs:
-        job.wait()
+        while not job.wait(CANCEL_POLL_S if cancel is not None else None):
+            if cancel is not None and cancel.is_set():
+                _cancel_all(worker, jobs)
+                raise FramesFailed(Failure(Outcome.CANCELLED, "the video was stopped"))
         if job.state is not JobState.DONE or job.frame is None:
             failure = job.failure or Failure(Outcome.CANCELLED, "the frame was cancelled")
-            for other in jobs:
-                worker.cancel(other)
+            _cancel_all(worker, jobs)
             raise FramesFailed(failure)
         outputs.append(job.frame)
         job.frame = None
     return outputs
+
+
+def _cancel_all(worker: Worker, jobs: list[Job]) -> None:
+    for job in jobs:
+        if not worker.cancel(job):
+            job.abandon(Outcome.CANCELLED)  # on the device: its result is dropped when it ends

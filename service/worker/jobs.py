@@ -79,6 +79,9 @@ class Job:
     result: bytes | None = None
     frame: np.ndarray | None = field(default=None, repr=False)
     """A video frame's colour RGB (output format "raw"); its memory is the video's window's."""
+    of_video: bool = False
+    """A frame of a running video job: draining spares it, so that the video may finish within
+    the shutdown grace like a running photo (the video job itself stops it past the grace)."""
     result_dropped: str | None = None
     """Why a finished result is no longer kept (retention), if it was dropped."""
     batch_size: int = 1

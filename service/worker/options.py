@@ -28,6 +28,11 @@ RENDER_SIZE_DOC = (
     "renders finer colour detail at about the square of the cost."
 )
 
+STABILIZE_DOC = (
+    "Videos only: hold each shot's colours steady between frames (default true; "
+    "`stabilize=false` colours every frame on its own)."
+)
+
 
 class OptionFields(BaseModel):
     """The options as sent: multipart form fields or query parameters (the same model for
@@ -42,6 +47,7 @@ class OptionFields(BaseModel):
     format: OutputFormat | None = Field(None, description="Output format (default png).")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality.")
     render_size: int | None = Field(None, description=RENDER_SIZE_DOC)
+    stabilize: bool | None = Field(None, description=STABILIZE_DOC)
 
     def merged(self, other: OptionFields) -> OptionFields | Failure:
         """These fields with `other`'s filling the gaps; a field given in both with two values
@@ -59,6 +65,10 @@ class OptionFields(BaseModel):
 
     def resolve(self, default_model: str, max_hints: int) -> JobOptions | Failure:
         """What a job carries: the engine named (or the default), parsed hints."""
+        if self.stabilize is not None:
+            return Failure(
+                Outcome.INVALID_REQUEST, "stabilize applies to videos only, not to a photo"
+            )
         hints = parse_hints(self.hints, max_hints)
         if isinstance(hints, Failure):
             return hints
@@ -69,6 +79,33 @@ class OptionFields(BaseModel):
             quality=self.quality,
             render_size=self.render_size,
         )
+
+    def resolve_video(self, default_model: str) -> VideoOptions | Failure:
+        """What a video job carries. A video's result is always MP4 and one set of hints cannot
+        follow a moving film, so `format`, `quality` and `hints` are refused, not ignored."""
+        given = sorted(
+            name for name in ("hints", "format", "quality") if getattr(self, name) not in (None, "")
+        )
+        if given:
+            return Failure(
+                Outcome.INVALID_REQUEST,
+                f"{', '.join(given)} cannot be used with a video: its result is always MP4 "
+                "(H.264), and colour hints are for photos",
+            )
+        return VideoOptions(
+            model=self.model or default_model,
+            render_size=self.render_size,
+            stabilize=True if self.stabilize is None else self.stabilize,
+        )
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How to colour one video."""
+
+    model: str
+    render_size: int | None = None
+    stabilize: bool = True
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,14 @@ class JobQueue:
     # -- reading (takes the lock) ------------------------------------------------------------
 
     def depth(self) -> int:
+        """Jobs waiting (a video's frames are not jobs of the queue's: its window bounds them)."""
         with self.cond:
-            return len(self._waiting)
+            return self.waiting_locked()
+
+    def frames_waiting(self) -> int:
+        """Frames of videos waiting for the device."""
+        with self.cond:
+            return sum(1 for job in self._waiting if job.of_video)
 
     def running(self) -> int:
         with self.cond:
@@ -89,10 +95,10 @@ class JobQueue:
         self.cond.notify_all()
 
     def is_full_locked(self) -> bool:
-        return len(self._waiting) >= self.capacity
+        return self.waiting_locked() >= self.capacity
 
     def waiting_locked(self) -> int:
-        return len(self._waiting)
+        return sum(1 for job in self._waiting if not job.of_video)
 
     def remove(self, job: Job) -> bool:
         """Take a waiting job out; False if it is no longer waiting."""
@@ -104,10 +110,13 @@ class JobQueue:
             self.cond.notify_all()
             return True
 
-    def take_all(self) -> list[Job]:
-        """Empty the queue (draining, or the device lanes died) and return what waited."""
+    def take_all(self, spare: Callable[[Job], bool] | None = None) -> list[Job]:
+        """Empty the queue (draining, or the device lanes died) and return what waited; jobs
+        for which `spare(job)` is true stay in it, in their order."""
         with self.cond:
-            taken, self._waiting = list(self._waiting), deque()
+            taken = [job for job in self._waiting if spare is None or not spare(job)]
+            kept = [job for job in self._waiting if spare is not None and spare(job)]
+            self._waiting = deque(kept)
             self.cond.notify_all()
             return taken
 

@@ -24,6 +24,8 @@ class PipelineStats:
     _refused: Counter[str] = field(default_factory=Counter)
     _busy: dict[str, float] = field(default_factory=dict)
     _completed: int = 0
+    _video_jobs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _video_frames: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_job(self, model: str, outcome: str) -> None:
@@ -32,6 +34,17 @@ class PipelineStats:
             self._jobs[(model, outcome)] += 1
             if outcome == "done":
                 self._completed += 1
+
+    def count_video_job(self, model: str, outcome: str) -> None:
+        """One answer to a video upload: a video job that ended, or a refusal before it was
+        accepted (`colorize_video_jobs_total`)."""
+        with self._lock:
+            self._video_jobs[(model, getattr(outcome, "value", outcome))] += 1
+
+    def count_frames(self, model: str, frames: int) -> None:
+        """Frames of videos coloured (`colorize_video_frames_total`)."""
+        with self._lock:
+            self._video_frames[model] += frames
 
     def count_refusal(self, outcome: str) -> None:
         """The queue refused a job (queue full, shutting down, worker dead)."""
@@ -55,6 +68,16 @@ class PipelineStats:
     def jobs(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self._jobs)
+
+    @property
+    def video_jobs(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._video_jobs)
+
+    @property
+    def video_frames(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._video_frames)
 
     @property
     def oom_events(self) -> dict[str, int]:

@@ -98,10 +98,14 @@ class Worker:
 
     def submit_prepared(self, jobs: list[Job]) -> None:
         """Queue jobs whose input is prepared already (a video's frames: its window bounds them,
-        so the queue's capacity does not); WorkerUnavailable if draining or dead."""
+        so the queue's capacity does not); WorkerUnavailable if dead or stopping. While draining
+        they are still taken: a running video may finish within the shutdown grace, as the
+        running photos do (its video job stops it when the grace is over)."""
         queue = self.queue
         with queue.cond:
-            refusal = self._refusal_locked(capacity=False)
+            refusal = self._refusal_locked(capacity=False, draining=False)
+            if refusal is None and queue.stopping:
+                refusal = Draining(self._draining or "the worker has stopped", 5)
             if refusal is None:
                 for job in jobs:
                     job.prepare_state = "ready"
@@ -123,7 +127,7 @@ class Worker:
         """Stop admitting; fail waiting jobs with `reason`; let the running batch finish."""
         with self.queue.cond:
             self._draining = reason
-        for job in self.queue.take_all():
+        for job in self.queue.take_all(spare=lambda job: job.of_video):
             job.fail(Outcome.SHUTDOWN, f"{reason}; the job was not started", 5)
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -133,6 +137,9 @@ class Worker:
         finished = self.device.join(timeout)
         self.preparer.join(timeout)
         self.finisher.shutdown()
+        # Frames of a video spared by the drain: with the lanes gone nothing would run them.
+        for job in self.queue.take_all():
+            job.fail(Outcome.SHUTDOWN, "the service stopped before the frame was coloured", 5)
         return finished
 
     # -- state ------------------------------------------------------------------------------
@@ -170,10 +177,12 @@ class Worker:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _refusal_locked(self, capacity: bool = True) -> WorkerUnavailable | None:
+    def _refusal_locked(
+        self, capacity: bool = True, draining: bool = True
+    ) -> WorkerUnavailable | None:
         if self.device.started_and_dead():
             return WorkerDead("the worker thread has stopped; the service is not ready", 5)
-        if self._draining is not None:
+        if draining and self._draining is not None:
             return Draining(self._draining, 5)
         if capacity and self.queue.is_full_locked():
             return QueueFull(

@@ -218,3 +218,39 @@ def test_models_report_the_largest_render_size_that_fits_now(
     info = client.get("/v1/models/ddcolor-tiny").json()
     assert info["render_size"]["maximum"] == 1024
     assert info["render_size"]["largest_fitting"] == 448
+
+
+def test_a_video_through_ddcolor_tiny_at_a_render_size(
+    app: tuple[TestClient, Mapping[str, Engine]], tmp_path: Path
+) -> None:
+    # Issue 21, item 4: every engine works on video, the DDColor ones with `render_size`.
+    import io
+    import time
+
+    import av
+
+    from tests.support.videos import make_clip, with_spec
+
+    client, _ = app
+    clip = make_clip(tmp_path / "a.mp4", with_spec(frames=6, width=64, height=48, cut_at=None))
+    bad = client.post(
+        "/jobs",
+        files={"video": ("a.mp4", clip.read_bytes())},
+        data={"model": "ddcolor-tiny", "render_size": "70"},
+    )
+    assert bad.status_code == 422 and "multiple of 32" in bad.json()["detail"]
+    r = client.post(
+        "/jobs",
+        files={"video": ("a.mp4", clip.read_bytes())},
+        data={"model": "ddcolor-tiny", "render_size": "64"},
+    )
+    assert r.status_code == 202, r.text
+    url = r.headers["location"]
+    deadline = time.monotonic() + 120
+    while (body := client.get(url).json())["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert body["state"] == "done", body
+    with av.open(io.BytesIO(client.get(f"{url}/result").content)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 6 and all(is_colour(f) for f in frames)

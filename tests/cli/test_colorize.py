@@ -19,7 +19,10 @@ from tests.support.photos import SIZE, Photos
 
 pytestmark = pytest.mark.usefixtures("default_settings")
 
-SUMMARY = re.compile(r"^(\d+) done, (\d+) skipped, (\d+) failed \(\d+\.\d\d images/s\)\n$")
+SUMMARY = re.compile(
+    r"^(\d+) done, (\d+) skipped, (\d+) failed \(\d+\.\d\d images/s"
+    r"(?:; \d+ videos, \d+ frames, \d+\.\d\d frames/s)?\)\n$"
+)
 
 
 @dataclass(frozen=True)
@@ -327,7 +330,7 @@ def test_a_folder_without_images_exits_2(colorize: Colorize, tmp_path: Path) -> 
     (tmp_path / "empty").mkdir()
     result = colorize(tmp_path / "empty", "-o", tmp_path / "out", "--model", "eccv16")
     assert result.code == 2
-    assert "no images found" in result.err
+    assert "no images or videos found" in result.err
 
 
 # --- DDColor and --render-size -----------------------------------------------------------------

@@ -226,3 +226,21 @@ def test_alert_watches(alert: str) -> None:
 def test_prometheus_rule_for_kubernetes_is_alerts_yml() -> None:
     # The operator's copy of the rules must not drift from the file promtool tests.
     assert k8s_object("PrometheusRule")["spec"]["groups"] == load_yaml(ALERTS)["groups"]
+
+
+# What issue 21 asks /metrics to count of videos (README, Metrics), by name and type.
+VIDEO_METRICS = {
+    "colorize_video_jobs_total": "counter",
+    "colorize_video_frames_total": "counter",
+    "colorize_video_frames_per_second_bucket": "histogram",
+    "colorize_video_frames_per_second_count": "histogram",
+    "colorize_video_frames_per_second_sum": "histogram",
+    "colorize_video_jobs_running": "gauge",
+    "colorize_video_queue_depth": "gauge",
+    "colorize_video_queue_capacity": "gauge",
+}
+
+
+@pytest.mark.parametrize("name", VIDEO_METRICS, ids=list(VIDEO_METRICS))
+def test_video_metrics_are_exported(exposition: str, name: str) -> None:
+    assert selectable_names(exposition).get(name) == VIDEO_METRICS[name]

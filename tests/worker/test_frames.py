@@ -3,6 +3,9 @@ batched with each other, admitted like photos, finished as arrays, failing as on
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -43,4 +46,55 @@ def test_a_frame_that_fails_fails_the_call(worker, astronaut: np.ndarray) -> Non
     with pytest.raises(FramesFailed) as caught:
         colorize_frames(worker, "eccv16", [astronaut[:32, :32].copy()] * 3)
     assert caught.value.failure.outcome is Outcome.OOM
+    assert worker.queue_depth == 0
+
+
+def _in_thread(call):  # type: ignore[no-untyped-def]
+    """Run `call()` in a thread; returns (thread, outcome list: the value or the exception)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_cancel_takes_the_waiting_frames_out_at_once(worker, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    # A DELETE stops a video within one forward pass, not one batch of frames.
+    engine = worker.engines["eccv16"]
+    engine.gate.clear()
+    cancel = threading.Event()
+    frames = [astronaut[:32, :32].copy() for _ in range(8)]
+    thread, outcome = _in_thread(lambda: colorize_frames(worker, "eccv16", frames, cancel=cancel))
+    assert engine.started.wait(5)
+    started = time.monotonic()
+    cancel.set()
+    thread.join(2)
+    assert time.monotonic() - started < 0.5
+    assert isinstance(outcome[0], FramesFailed)
+    assert outcome[0].failure.outcome is Outcome.CANCELLED
+    assert worker.queue.frames_waiting() == 0
+    engine.gate.set()
+
+
+def test_draining_spares_a_running_videos_frames(
+    worker, astronaut: np.ndarray, gray_png: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    # SIGTERM: queued photos fail, but a running video may finish within the grace like the
+    # running photos (its video job stops it once the grace is over).
+    engine = worker.engines["eccv16"]
+    engine.gate.clear()
+    frames = [astronaut[:32, :32].copy() for _ in range(8)]
+    thread, outcome = _in_thread(lambda: colorize_frames(worker, "eccv16", frames))
+    assert engine.started.wait(5)
+    worker.drain("shutting down")
+    assert worker.queue.frames_waiting() > 0
+    engine.gate.set()
+    thread.join(10)
+    assert isinstance(outcome[0], list) and len(outcome[0]) == 8
     assert worker.queue_depth == 0

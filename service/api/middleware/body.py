@@ -7,6 +7,15 @@ flight may hold at most COLORIZE_BODY_MEMORY_SHARE of the host budget, one clien
 COLORIZE_CLIENT_BODY_SHARE, so the rest stays for the jobs. A body with no bytes for
 COLORIZE_BODY_IDLE_TIMEOUT_S, or slower than COLORIZE_BODY_MIN_RATE_BYTES_S after its grace
 period, is answered 408 and its memory returned.
+
+Only what can sit in RAM is reserved. A photo, a reference and form fields are held in memory
+(COLORIZE_MAX_UPLOAD_BYTES bounds them together); a video is on disk as it arrives: a raw
+video/* body is written to a spool file in pieces, and a multipart `video` file part is spooled
+by Starlette past its first MiB. So a video body's reservation stops growing at those pieces
+while its bytes are bounded by COLORIZE_VIDEO_MAX_UPLOAD_BYTES. Multipart bodies are followed
+part by part with the parser Starlette itself uses (python-multipart), so the bytes of each
+part are counted where they will be; on /colorize a `video` part is refused as soon as its
+headers arrive (415 `video_goes_to_jobs`).
 """
 
 from __future__ import annotations
@@ -15,12 +24,16 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartParser as StarletteParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.lease import RequestLease, lease_of
+from service.api.lease import UPLOAD_PATHS, RequestLease, lease_of
 from service.api.middleware.base import HttpMiddleware
 from service.api.middleware.refuse import refuse
 from service.api.outcomes import answer
@@ -39,6 +52,43 @@ class BodyRefused(HTTPException):
         self.outcome = outcome
 
 
+VIDEO_FIELD = b"video"
+VIDEO_PATH = "/jobs"
+SPOOL_BYTES = StarletteParser.spool_max_size
+"""A multipart file part stays in memory up to this many bytes, then Starlette moves it to disk."""
+RAW_VIDEO_RAM_BYTES = 2 * 1024 * 1024
+"""What a raw video/* body holds in memory while it is written to its spool file (a piece being
+gathered, and the chunk that arrived; service/api/uploads.py)."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a request body may be: how many bytes, and how much of it can sit in RAM."""
+
+    max_bytes: int
+    """Bytes of the whole body."""
+    too_large: str
+    """The 413's detail."""
+    raw_video: bool = False
+    """A video/* body: it goes to disk as it arrives."""
+    parts: bool = False
+    """A multipart upload: followed part by part (a `video` part goes to disk)."""
+    takes_video: bool = False
+    """The route takes a `video` part (POST /jobs); elsewhere one is refused at once."""
+    ram_bytes: int | None = None
+    """The most of it that can ever be in RAM (None: all of it)."""
+
+    def surely_in_ram(self, length: int | None) -> int | None:
+        """What a body that declares `length` bytes will hold in RAM for certain (judged before
+        it is read): a multipart upload to /jobs may be a video on disk, so only its first part
+        is certain; the rest is judged as it arrives."""
+        if length is None or self.ram_bytes is None:
+            return length
+        if self.parts:
+            return min(length, SPOOL_BYTES)
+        return min(length, self.ram_bytes)
+
+
 class BodyLimit(HttpMiddleware):
     """Byte limit, memory as bytes arrive, and time limits for request bodies."""
 
@@ -53,26 +103,55 @@ class BodyLimit(HttpMiddleware):
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        limit = self.settings.max_upload_bytes
+        plan = self.plan(scope)
         length = _content_length(scope)
-        if length is not None and length > limit:
-            detail = f"the request body exceeds the {limit}-byte upload limit"
-            await refuse(scope, send, Outcome.BODY_TOO_LARGE, detail)
+        if length is not None and length > plan.max_bytes:
+            await refuse(scope, send, Outcome.BODY_TOO_LARGE, plan.too_large)
             return
         host = _host_manager(scope)
         lease = lease_of(scope)
         if host is None or lease is None or length == 0:
-            await self.app(scope, _Body(self, receive, scope, None, None).receive, send)
+            await self.app(scope, _Body(self, receive, scope, None, None, plan).receive, send)
             return
-        refusal = self._refusal(host, lease, length)
+        refusal = self._refusal(host, lease, plan.surely_in_ram(length))
         if refusal is not None:
             await refuse(scope, send, *refusal)
             return
-        body = _Body(self, receive, scope, host, lease)
+        body = _Body(self, receive, scope, host, lease, plan)
         try:
             await self.app(scope, body.receive, send)
         finally:
             body.settle()
+
+    def plan(self, scope: Scope) -> _Plan:
+        """The limits of this request's body, from its route and content type."""
+        settings = self.settings
+        photo = settings.max_upload_bytes
+        video = settings.video_max_upload_bytes
+        content_type = _content_type(scope)
+        takes_video = scope["path"] == VIDEO_PATH
+        photo_detail = f"the request body exceeds the {photo}-byte upload limit"
+        video_detail = (
+            f"the video exceeds the {video}-byte video upload limit "
+            "(COLORIZE_VIDEO_MAX_UPLOAD_BYTES)"
+        )
+        if content_type.startswith(b"video/"):
+            # /colorize refuses it before reading a byte (415, pointing to /jobs).
+            return _Plan(video, video_detail, raw_video=True, ram_bytes=RAW_VIDEO_RAM_BYTES)
+        if content_type == b"multipart/form-data" and scope["path"] in UPLOAD_PATHS:
+            if not takes_video:
+                return _Plan(photo, photo_detail, parts=True)
+            return _Plan(
+                photo + video,
+                f"the request body exceeds {photo} bytes of photos and fields "
+                f"(COLORIZE_MAX_UPLOAD_BYTES) plus a {video}-byte video "
+                "(COLORIZE_VIDEO_MAX_UPLOAD_BYTES)",
+                parts=True,
+                takes_video=True,
+                # A photo, a reference and the fields, and each video part's first MiB.
+                ram_bytes=photo + SPOOL_BYTES,
+            )
+        return _Plan(photo, photo_detail)
 
     def _refusal(
         self, host: MemoryManager, lease: RequestLease, length: int | None
@@ -118,18 +197,22 @@ class _Body:
         scope: Scope,
         host: MemoryManager | None,
         lease: RequestLease | None,
+        plan: _Plan,
     ) -> None:
         self.limits = limits
         self.settings = limits.settings
         self._receive = receive
         self.host = host
         self.lease = lease
+        self.plan = plan
         self.client = lease.client if lease is not None else ""
         self.seen = 0
         self.accounted = 0
         self.started = time.monotonic()
         self.complete = False
         self.multipart = _MultipartEnd(scope)
+        boundary = _multipart_boundary(scope) if plan.parts else None
+        self.parts = _Parts(boundary, lease) if boundary else None
 
     async def receive(self) -> Message:
         if self.complete:
@@ -149,12 +232,17 @@ class _Body:
             return message
         chunk = message.get("body", b"")
         self.seen += len(chunk)
-        if self.seen > self.settings.max_upload_bytes:
-            self.settle()
-            raise BodyRefused(
-                Outcome.BODY_TOO_LARGE,
-                f"the request body exceeds the {self.settings.max_upload_bytes}-byte upload limit",
-            )
+        if self.parts is not None:
+            self.parts.feed(chunk)
+            if self.parts.video and not self.plan.takes_video:
+                self.settle()
+                raise BodyRefused(
+                    Outcome.VIDEO_ON_IMAGE_PATH,
+                    "a 'video' field: videos are coloured as asynchronous jobs; POST it to /jobs "
+                    "as the multipart field 'video' (or as a raw video/* body), then follow "
+                    "GET /jobs/{id}",
+                )
+        self._check_size()
         self._check_rate()
         self._hold()
         more = bool(message.get("more_body", False))
@@ -165,6 +253,35 @@ class _Body:
                 self.lease.body_complete = True
             self.settle()
         return message
+
+    def _check_size(self) -> None:
+        plan, settings = self.plan, self.settings
+        detail = None
+        if self.seen > plan.max_bytes:
+            detail = plan.too_large
+        elif self.parts is not None and plan.takes_video:
+            if self.seen - self.parts.video_bytes > settings.max_upload_bytes:
+                detail = (
+                    f"the photos and fields of the request body exceed the "
+                    f"{settings.max_upload_bytes}-byte upload limit (COLORIZE_MAX_UPLOAD_BYTES)"
+                )
+            elif self.parts.video_bytes > settings.video_max_upload_bytes:
+                detail = (
+                    f"the video exceeds the {settings.video_max_upload_bytes}-byte video upload "
+                    "limit (COLORIZE_VIDEO_MAX_UPLOAD_BYTES)"
+                )
+        if detail is not None:
+            self.settle()
+            raise BodyRefused(Outcome.BODY_TOO_LARGE, detail)
+
+    @property
+    def in_ram(self) -> int:
+        """Bytes of the body that are in memory now (or will be, once the route reads them)."""
+        if self.plan.raw_video:
+            return min(self.seen, RAW_VIDEO_RAM_BYTES)
+        if self.parts is not None:
+            return self.seen - self.parts.on_disk
+        return self.seen
 
     def _check_rate(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -183,7 +300,7 @@ class _Body:
             return
         held = self.lease.body
         have = 0 if held is None else held.nbytes
-        step = self.seen - have
+        step = self.in_ram - have
         if step <= 0:
             return
         budget = self.host.job_budget()
@@ -212,6 +329,78 @@ class _Body:
         if self.accounted:
             self.limits.account(self.client, -self.accounted)
             self.accounted = 0
+
+
+class _Parts:
+    """Follows a multipart body part by part, with the parser Starlette uses, to tell which of
+    its bytes go to disk: a `video` file part past Starlette's in-memory spool."""
+
+    def __init__(self, boundary: bytes, lease: RequestLease | None) -> None:
+        self.lease = lease
+        self.video = False
+        """A `video` file part has begun."""
+        self.video_bytes = 0
+        """Bytes of `video` file parts."""
+        self.on_disk = 0
+        """Bytes of them past each part's in-memory spool."""
+        self._header = b""
+        self._value = b""
+        self._disposition = b""
+        self._in_video = False
+        self._part_bytes = 0
+        self._broken = False
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._data,
+            },
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        if self._broken or not chunk:
+            return
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError:
+            # Malformed: Starlette's own parse refuses it (400); from here on, count as RAM.
+            self._broken = True
+
+    def _begin(self) -> None:
+        self._disposition, self._in_video, self._part_bytes = b"", False, 0
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._header, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        # Starlette spools a part to a file when it has a filename, whatever its name.
+        self._in_video = options.get(b"name") == VIDEO_FIELD and b"filename" in options
+        if self._in_video:
+            self.video = True
+            if self.lease is not None:
+                self.lease.video = True
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_video:
+            return
+        size = end - start
+        before = self._part_bytes
+        self._part_bytes += size
+        self.video_bytes += size
+        self.on_disk += max(0, self._part_bytes - SPOOL_BYTES) - max(0, before - SPOOL_BYTES)
 
 
 class _MultipartEnd:
@@ -259,6 +448,14 @@ def _multipart_boundary(scope: Scope) -> bytes | None:
                 if key.strip().lower() == b"boundary" and boundary:
                     return boundary
     return None
+
+
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind: bytes = value.partition(b";")[0].strip().lower()
+            return kind
+    return b""
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -20,6 +20,8 @@ class RequestLeases(HttpMiddleware):
         )
         if svc is not None:
             lease.count = svc.stats.count_job
+            lease.count_video = svc.stats.count_video_job
+        lease.video = lease.upload and _content_type(scope).startswith(b"video/")
         attach(scope, lease)
         sent = False
 
@@ -36,3 +38,10 @@ class RequestLeases(HttpMiddleware):
             await self.app(scope, receive, tracking)
         finally:
             lease.end(sent)
+
+
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).strip().lower()
+    return b""

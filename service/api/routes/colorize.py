@@ -12,10 +12,11 @@ from service.api.lease import lease_of
 from service.api.results import ResultResponse
 from service.api.routes.docs import IMAGE_RESPONSE, RAW_BODY, UPLOAD_ERRORS, errors
 from service.api.state import ServiceState, StateDep
-from service.api.uploads import UploadDep
+from service.api.uploads import UploadDep, jobs_pointer
 from service.imaging.encode import CONTENT_TYPES
+from service.jobs.spool import remove
 from service.outcomes import Outcome
-from service.worker.admission import Upload, admit, check
+from service.worker.admission import Upload, VideoUpload, admit, check
 from service.worker.jobs import Job, JobState
 
 router = APIRouter()
@@ -62,8 +63,12 @@ def failure_of(job: Job) -> OutcomeError:
 async def colorize(request: Request, state: StateDep, upload: UploadDep) -> Response:
     """Multipart (`image`, `model`, `reference`, `hints`, `format`, `quality`, `render_size`) or
     a raw `image/*` body with the options as query parameters. Headers: `X-Request-Id`,
-    `Server-Timing`."""
+    `Server-Timing`. A video, in any field or body, is refused (415 `video_goes_to_jobs`):
+    videos are jobs (POST /jobs)."""
     started = time.monotonic()
+    if isinstance(upload, VideoUpload):  # read_upload refuses one here; never accept it
+        remove(upload.path)
+        raise OutcomeError(Outcome.VIDEO_ON_IMAGE_PATH, jobs_pointer("a video"))
     job = admitted(state, upload, request)
     lease = lease_of(request)
     if lease is not None:

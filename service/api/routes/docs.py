@@ -20,11 +20,13 @@ _DESCRIPTIONS = {
     404: "Unknown job or model.",
     408: "The request body stalled, or arrived slower than the minimum rate.",
     409: "The job is not in a state that allows this.",
-    413: "Body over the byte limit, image over the pixel limit, or a job that can never fit "
-    "the memory budget (the detail names the limit).",
-    415: "Not an allowed image format (the detail lists the allowed ones).",
-    422: "Undecodable, truncated or empty image; missing field; unknown model; reference missing "
-    "or grayscale; hint outside the image.",
+    413: "Body over the byte limit, image over the pixel limit, a video over a COLORIZE_VIDEO_* "
+    "limit, or a job that can never fit the memory budget (the detail names the limit).",
+    415: "Not an allowed image format (the detail lists the allowed ones), not a video container "
+    "we accept (MP4, MOV, WebM, MKV), or a video sent where a photo is expected "
+    "(`video_goes_to_jobs`: post videos to /jobs).",
+    422: "Undecodable, truncated or empty image or video; a still image sent as a video; missing "
+    "field; unknown model; reference missing or grayscale; hint outside the image.",
     503: "Busy (queue full, memory not admitted in time), weights not installed, shutting down "
     "or worker dead. Retry-After only where waiting helps.",
     504: "The job exceeded its time limit.",
@@ -52,5 +54,27 @@ IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
 RAW_BODY = {
     "requestBody": {
         "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+JOB_BODY = {
+    "requestBody": {
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+"""/jobs takes a raw photo or a raw video (MP4, MOV, WebM, MKV: told by its bytes)."""
+VIDEO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The colour image, or for a video the colour MP4 (H.264, yuv420p) with "
+        "the source's frames, timing and audio.",
+        "content": {
+            **{
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in CONTENT_TYPES.values()
+            },
+            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
 }

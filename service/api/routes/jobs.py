@@ -6,12 +6,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import ApiError, OutcomeError
 from service.api.lease import lease_of
 from service.api.outcomes import answer
+from service.api.results import ResultFile
 from service.api.routes.colorize import admitted, checked
-from service.api.routes.docs import IMAGE_RESPONSE, RAW_BODY, UPLOAD_ERRORS, errors
+from service.api.routes.docs import JOB_BODY, UPLOAD_ERRORS, VIDEO_RESPONSE, errors
 from service.api.state import ServiceState, StateDep
 from service.api.uploads import UploadDep
 from service.jobs.backend import (
@@ -22,6 +24,9 @@ from service.jobs.backend import (
     ResultGone,
     UnknownJob,
 )
+from service.jobs.spool import remove
+from service.outcomes import Failure
+from service.worker.admission import VideoUpload, check_video
 from service.worker.jobs import JobState
 
 router = APIRouter()
@@ -39,8 +44,11 @@ class JobProgress(BaseModel):
 
     frames_done: int
     frames_total: int | None = None
+    """The probed count until the job ends (a container may understate it: it grows then)."""
     fps: float | None = None
+    """Frames finished per second of the job's running time."""
     seconds_left: float | None = None
+    """At the current rate; null until the first batch is done."""
 
 
 class JobStatus(BaseModel):
@@ -91,29 +99,57 @@ def job_status(view: JobView) -> JobStatus:
 @router.post(
     "/jobs",
     status_code=202,
-    summary="Queue a colorization and answer at once",
+    summary="Queue a colorization (a photo or a video) and answer at once",
     response_model=JobStatus,
     responses={**UPLOAD_ERRORS},
-    openapi_extra=RAW_BODY,
+    openapi_extra=JOB_BODY,
 )
 async def create_job(
     request: Request, state: StateDep, upload: UploadDep, response: Response
 ) -> JobStatus:
-    """Same inputs as /colorize; answers 202 with `Location: /jobs/{id}` once the job is
-    stored (in the shared store: its bytes and its record)."""
-    # In the shared store a job holds no memory here while it waits: any replica runs it.
-    job = checked(state, upload) if state.shared is not None else admitted(state, upload, request)
-    try:
-        view = await state.jobs.submit(job, upload)
-    except JobRefused as exc:
-        job.release_hold("upload")
-        f = exc.failure
-        raise OutcomeError(f.outcome, f.detail, f.retry_after) from None
+    """The inputs of /colorize, or a video: a multipart `video` field (with `model`,
+    `render_size`, `stabilize`, `reference`) or a raw `video/*` body with the options as query
+    parameters. Answers 202 with `Location: /jobs/{id}` once the job is stored (in the shared
+    store: its bytes and its record); a video's result is an MP4."""
+    if isinstance(upload, VideoUpload):
+        view = await _submit_video(request, state, upload)
+    else:
+        # In the shared store a job holds no memory here while it waits: any replica runs it.
+        job = (
+            checked(state, upload) if state.shared is not None else admitted(state, upload, request)
+        )
+        try:
+            view = await state.jobs.submit(job, upload)
+        except JobRefused as exc:
+            job.release_hold("upload")
+            f = exc.failure
+            raise OutcomeError(f.outcome, f.detail, f.retry_after) from None
     lease = lease_of(request)
     if lease is not None:
         lease.handed_over = True  # the job counts its own outcome when it ends
     response.headers["Location"] = f"/jobs/{view.id}"
     return job_status(view)
+
+
+async def _submit_video(request: Request, state: ServiceState, upload: VideoUpload) -> JobView:
+    """Probe the spooled video and queue it; its spool file is the store's from here (and
+    deleted here when it is refused)."""
+    try:
+        video = await run_in_threadpool(
+            check_video, upload, state.engines, state.budgets, state.settings
+        )
+        if isinstance(video, Failure):
+            raise OutcomeError(video.outcome, video.detail, video.retry_after)
+        lease = lease_of(request)
+        held = lease.take_body() if lease is not None else None
+        try:
+            return await state.jobs.submit_video(upload, video, held)
+        except JobRefused as exc:
+            f = exc.failure
+            raise OutcomeError(f.outcome, f.detail, f.retry_after) from None
+    except BaseException:
+        remove(upload.path)
+        raise
 
 
 async def _view(state: ServiceState, job_id: str) -> JobView:
@@ -136,10 +172,11 @@ async def get_job(job_id: str, state: StateDep) -> JobStatus:
 @router.get(
     "/jobs/{job_id}/result",
     response_class=Response,
-    responses={**IMAGE_RESPONSE, **errors(401, 404, 409, 503)},
+    responses={**VIDEO_RESPONSE, **errors(401, 404, 409, 503)},
 )
 async def get_result(job_id: str, state: StateDep) -> Response:
-    """The finished image; 409 while queued or running, or if the job failed."""
+    """The finished image, or the video (`video/mp4`, streamed; Range requests are answered in
+    this process's store); 409 while queued or running, or if the job failed."""
     try:
         body = await state.jobs.result(job_id)
     except UnknownJob:
@@ -155,6 +192,13 @@ async def get_result(job_id: str, state: StateDep) -> Response:
         raise OutcomeError(
             exc.failure.outcome, exc.failure.detail, exc.failure.retry_after
         ) from None
+    if body.path is not None:
+        return ResultFile(
+            body.path,
+            media_type=body.content_type,
+            headers={"X-Request-Id": job_id, "Cache-Control": "no-store"},
+            release=body.release,
+        )
     headers = {"X-Request-Id": job_id, "Content-Length": str(body.size)}
     if body.data is not None:
         return Response(body.data, media_type=body.content_type, headers=headers)
