@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     body_memory_share: float = Field(default=0.5, gt=0.0, le=1.0)
     """Share of the host budget that request bodies in flight may hold together; the rest
     stays for the jobs whatever clients send."""
+    body_memory_floor: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Share of the host budget that jobs leave free for request bodies, so an upload finds
+    room however busy the jobs are (a /jobs upload during a flood of large /colorize jobs)."""
     client_body_share: float = Field(default=0.25, gt=0.0, le=1.0)
     """Share of the host budget that the bodies in flight of one client address may hold."""
     header_timeout_s: float = Field(default=10.0, gt=0.0)

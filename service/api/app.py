@@ -119,6 +119,7 @@ def create_app(
         )
         mm.refresh_idle()  # the weights are resident now: the job budget excludes them
         hm.refresh_idle()
+        hm.body_floor_share = settings.body_memory_floor
         worker = Worker(loaded, mm, settings, encode_image, host=hm)
         videos = VideoExecutor(worker, hm, settings)
         metrics = Metrics()

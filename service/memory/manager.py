@@ -117,6 +117,9 @@ class MemoryManager:
 
     poll_interval_s = 0.05
     """How often a waiting reservation re-reads the device (other processes free silently)."""
+    body_floor_share = 0.0
+    """Share of the job budget that reservations other than request bodies leave free
+    (COLORIZE_BODY_MEMORY_FLOOR, set on the host's manager)."""
 
     def __init__(
         self,
@@ -255,7 +258,7 @@ class MemoryManager:
             reading = self.backend.read()
             with self._lock:
                 available = self._available(reading.used, reading.total)
-                if nbytes <= available:
+                if nbytes + self._floor(nbytes, purpose, reading.total) <= available:
                     reservation = Reservation(self, nbytes, reading.used, purpose)
                     self._held.append(reservation)
                     self.stats.admissions += 1
@@ -329,6 +332,15 @@ class MemoryManager:
 
     def _job_budget(self, total: int) -> int:
         return max(0, self._limit(total) - self._idle_resident)
+
+    def _floor(self, nbytes: int, purpose: str, total: int) -> int:
+        # What a job's reservation must leave free for request bodies, so that an upload always
+        # finds room however busy the jobs are; never more than would keep `nbytes` from ever
+        # fitting the job budget.
+        if purpose == "body" or not self.body_floor_share:
+            return 0
+        budget = self._job_budget(total)
+        return min(int(self.body_floor_share * budget), max(0, budget - nbytes))
 
     def _available(self, used: int, total: int) -> int:
         # A held reservation may not be allocated yet, or only partly: count each at its full

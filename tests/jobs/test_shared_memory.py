@@ -74,6 +74,6 @@ def test_forty_16_mb_uploads_are_accepted_during_a_colorize_flood(shared_env: Sh
             for _, job_id in answers:  # no need to colour 640 MB of noise here
                 client.delete(f"{server.url}/jobs/{job_id}")
         peak = peak_rss(server)
-    assert [status for status, _ in answers] == [202] * 40, answers
+    assert [status for status, _ in answers] == [202] * 40, [a for a in answers if a[0] != 202]
     print(f"\nshared: 40 uploads of 16 MB accepted during the flood; peak RSS {peak / 1e9:.2f} GB")
     assert peak < HOST_BYTES

@@ -325,3 +325,18 @@ def test_real_cuda_snapshot_measure_and_clear() -> None:
     manager.clear_cache()
     assert manager.snapshot().reserved == torch.cuda.memory_reserved(0)
     assert 0.0 < manager.check_memory_usage() <= 1.0
+
+
+def test_jobs_leave_the_body_floor_free_and_bodies_may_use_it() -> None:
+    # An upload must find room however busy the jobs are: every reservation but a body's leaves
+    # `body_floor_share` of the job budget free (COLORIZE_BODY_MEMORY_FLOOR).
+    manager = cuda_manager(FakeCuda(total=10 * GiB))  # limit 8 GiB, job budget 8 GiB
+    manager.body_floor_share = 0.25
+    jobs = manager.reserve(5 * GiB, purpose="pixels")
+    with pytest.raises(MemoryRefused):
+        manager.reserve(2 * GiB, purpose="pixels")  # would leave 1 GiB < the 2 GiB floor
+    body = manager.reserve(2 * GiB + GiB // 2, purpose="body")
+    body.release()
+    jobs.release()
+    # A job as large as the whole budget still fits an idle service: the floor yields.
+    manager.reserve(8 * GiB, purpose="compute").release()
