@@ -26,15 +26,18 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
-from starlette.formparsers import MultiPartParser as StarletteParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.lease import UPLOAD_PATHS, RequestLease, lease_of
 from service.api.middleware.base import HttpMiddleware
+from service.api.middleware.multipart import (
+    SPOOL_BYTES,
+    MultipartEnd,
+    Parts,
+    content_type,
+    multipart_boundary,
+)
 from service.api.middleware.refuse import refuse
 from service.api.outcomes import answer
 from service.memory import MemoryManager, MemoryRefused, NeverFits
@@ -52,10 +55,7 @@ class BodyRefused(HTTPException):
         self.outcome = outcome
 
 
-VIDEO_FIELD = b"video"
 VIDEO_PATH = "/jobs"
-SPOOL_BYTES = StarletteParser.spool_max_size
-"""A multipart file part stays in memory up to this many bytes, then Starlette moves it to disk."""
 RAW_VIDEO_RAM_BYTES = 2 * 1024 * 1024
 """What a raw video/* body holds in memory while it is written to its spool file (a piece being
 gathered, and the chunk that arrived; service/api/uploads.py)."""
@@ -128,17 +128,17 @@ class BodyLimit(HttpMiddleware):
         settings = self.settings
         photo = settings.max_upload_bytes
         video = settings.video_max_upload_bytes
-        content_type = _content_type(scope)
+        kind = content_type(scope)
         takes_video = scope["path"] == VIDEO_PATH
         photo_detail = f"the request body exceeds the {photo}-byte upload limit"
         video_detail = (
             f"the video exceeds the {video}-byte video upload limit "
             "(COLORIZE_VIDEO_MAX_UPLOAD_BYTES)"
         )
-        if content_type.startswith(b"video/"):
+        if kind.startswith(b"video/"):
             # /colorize refuses it before reading a byte (415, pointing to /jobs).
             return _Plan(video, video_detail, raw_video=True, ram_bytes=RAW_VIDEO_RAM_BYTES)
-        if content_type == b"multipart/form-data" and scope["path"] in UPLOAD_PATHS:
+        if kind == b"multipart/form-data" and scope["path"] in UPLOAD_PATHS:
             if not takes_video:
                 return _Plan(photo, photo_detail, parts=True)
             return _Plan(
@@ -210,9 +210,9 @@ class _Body:
         self.accounted = 0
         self.started = time.monotonic()
         self.complete = False
-        self.multipart = _MultipartEnd(scope)
-        boundary = _multipart_boundary(scope) if plan.parts else None
-        self.parts = _Parts(boundary, lease) if boundary else None
+        self.multipart = MultipartEnd(scope)
+        boundary = multipart_boundary(scope) if plan.parts else None
+        self.parts = Parts(boundary, lease) if boundary else None
 
     async def receive(self) -> Message:
         if self.complete:
@@ -331,131 +331,11 @@ class _Body:
             self.accounted = 0
 
 
-class _Parts:
-    """Follows a multipart body part by part, with the parser Starlette uses, to tell which of
-    its bytes go to disk: a `video` file part past Starlette's in-memory spool."""
-
-    def __init__(self, boundary: bytes, lease: RequestLease | None) -> None:
-        self.lease = lease
-        self.video = False
-        """A `video` file part has begun."""
-        self.video_bytes = 0
-        """Bytes of `video` file parts."""
-        self.on_disk = 0
-        """Bytes of them past each part's in-memory spool."""
-        self._header = b""
-        self._value = b""
-        self._disposition = b""
-        self._in_video = False
-        self._part_bytes = 0
-        self._broken = False
-        self._parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._data,
-            },
-        )
-
-    def feed(self, chunk: bytes) -> None:
-        if self._broken or not chunk:
-            return
-        try:
-            self._parser.write(chunk)
-        except MultipartParseError:
-            # Malformed: Starlette's own parse refuses it (400); from here on, count as RAM.
-            self._broken = True
-
-    def _begin(self) -> None:
-        self._disposition, self._in_video, self._part_bytes = b"", False, 0
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        if self._header.lower() == b"content-disposition":
-            self._disposition = self._value
-        self._header, self._value = b"", b""
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        # Starlette spools a part to a file when it has a filename, whatever its name.
-        self._in_video = options.get(b"name") == VIDEO_FIELD and b"filename" in options
-        if self._in_video:
-            self.video = True
-            if self.lease is not None:
-                self.lease.video = True
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_video:
-            return
-        size = end - start
-        before = self._part_bytes
-        self._part_bytes += size
-        self.video_bytes += size
-        self.on_disk += max(0, self._part_bytes - SPOOL_BYTES) - max(0, before - SPOOL_BYTES)
-
-
-class _MultipartEnd:
-    """Watches a multipart body for its closing delimiter: the parser accepts a body cut off
-    before it and reports the unfinished part as missing, so such a body is a 400 here."""
-
-    def __init__(self, scope: Scope) -> None:
-        boundary = _multipart_boundary(scope)
-        self.opening = b"--" + boundary if boundary else b""
-        self.closing = self.opening + b"--" if boundary else b""
-        self.tail = b""
-        self.opened = False
-        self.closed = not self.closing
-
-    def feed(self, chunk: bytes, more: bool) -> None:
-        if self.closed:
-            return
-        window = self.tail + chunk
-        self.opened = self.opened or self.opening in window
-        self.closed = self.closing in window
-        self.tail = window[-(len(self.closing) - 1) :]
-        # A body that never used its boundary is malformed: the parser says so.
-        if self.opened and not self.closed and not more:
-            raise MultiPartException(
-                "the multipart body ends before its closing boundary (truncated upload)"
-            )
-
-
 def _host_manager(scope: Scope) -> MemoryManager | None:
     # The lifespan makes the manager after the middleware stack is built: look it up per call.
     svc = getattr(getattr(scope.get("app"), "state", None), "svc", None)
     host: MemoryManager | None = getattr(svc, "host", None)
     return host
-
-
-def _multipart_boundary(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            kind, _, params = value.partition(b";")
-            if kind.strip().lower() != b"multipart/form-data":
-                return None
-            for param in params.split(b";"):
-                key, _, raw = param.strip().partition(b"=")
-                boundary: bytes = raw.strip().strip(b'"')
-                if key.strip().lower() == b"boundary" and boundary:
-                    return boundary
-    return None
-
-
-def _content_type(scope: Scope) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            kind: bytes = value.partition(b";")[0].strip().lower()
-            return kind
-    return b""
 
 
 def _content_length(scope: Scope) -> int | None:
