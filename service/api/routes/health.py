@@ -37,7 +37,12 @@ async def livez(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "alive"})
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    # A malformed scope is a bad field (400), as on every route; nothing here is required.
+    responses={503: {"model": Health}, **errors(400)},
+)
 async def readyz(
     state: StateDep,
     scope: Annotated[
