@@ -82,16 +82,19 @@ class RefusingH11Protocol(H11Protocol):
         self._await_head()
 
     def _evict_one(self) -> bool:
-        """Close the connection that has waited longest for its request head (a slow or idle
+        """Make room: cut short a connection that was already refused and lingers to drain its
+        client, else close the one that has waited longest for its request head (a slow or idle
         client); False if every other connection has a request in progress."""
-        waiting = [
-            c
-            for c in self.connections
-            if isinstance(c, RefusingH11Protocol)
-            and c is not self
-            and c._awaiting_head
-            and not c._draining
+        others = [
+            c for c in self.connections if isinstance(c, RefusingH11Protocol) and c is not self
         ]
+        for c in others:
+            # Many heads time out at once under a slow-client flood; while they linger they
+            # would otherwise fill the cap with answered connections and refuse everyone.
+            if c._draining and not c.transport.is_closing():
+                c.transport.close()
+                return True
+        waiting = [c for c in others if c._awaiting_head and not c._draining]
         if not waiting:
             return False
         min(waiting, key=lambda c: c._head_since)._head_timed_out()

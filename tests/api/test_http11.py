@@ -14,7 +14,7 @@ import requests
 import torch
 
 from service.api.app import create_app
-from service.api.http11 import LINGER_S
+from service.api.http11 import LINGER_S, protocol_for
 from service.settings import Settings
 from tests.support.apps import scripted_engines
 from tests.support.servers import serve_in_thread
@@ -143,3 +143,24 @@ def test_head_on_a_get_endpoint_answers_its_headers(base: str) -> None:
     assert r.status_code == 200 and r.content == b""
     assert int(r.headers["content-length"]) == len(httpx.get(f"{base}/livez").content)
     assert httpx.head(f"{base}/jobs/nope", timeout=10).status_code == 404
+
+
+def test_connections_refused_together_do_not_fill_the_cap_while_they_linger() -> None:
+    """Under a flood of slow heads many time out at once; while those answered connections
+    linger to drain their clients, a new client still gets in (they are cut short for it)."""
+    settings = Settings(queue_size=4, max_connections=20, header_timeout_s=1)
+    app = create_app(settings, engines=scripted_engines(torch.device("cpu")))
+    with serve_in_thread(app, http=protocol_for(settings)) as url:
+        port = port_of(url)
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        try:
+            for sock in slow:
+                sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            for sock in slow:  # every head timed out: each one answered 408 and now lingers
+                assert b" 408 " in sock.recv(4096).split(b"\r\n", 1)[0]
+            assert LINGER_S > 1
+            r = httpx.get(f"{url}/livez", timeout=5)
+            assert r.status_code == 200, r.text
+        finally:
+            for sock in slow:
+                sock.close()
