@@ -257,7 +257,7 @@ class MemoryManager:
         while True:
             reading = self.backend.read()
             with self._lock:
-                available = self._available(reading.used, reading.total)
+                available = self._available_for(purpose, reading.used, reading.total)
                 if nbytes + self._floor(nbytes, purpose, reading.total) <= available:
                     reservation = Reservation(self, nbytes, reading.used, purpose)
                     self._held.append(reservation)
@@ -342,6 +342,17 @@ class MemoryManager:
         budget = self._job_budget(total)
         return min(int(self.body_floor_share * budget), max(0, budget - nbytes))
 
+    def _available_for(self, purpose: str, used: int, total: int) -> int:
+        available = self._available(used, total)
+        if purpose != "body" or not self.body_floor_share:
+            return available
+        # The floor is the bodies' own: jobs whose memory overran their reservations (the live
+        # reading above what they hold) must not take it, or an upload finds no room during a
+        # flood after all. Bodies together still never hold more than the floor past the limit.
+        floor = int(self.body_floor_share * self._job_budget(total))
+        bodies = sum(r.nbytes for r in self._held if r.purpose == "body")
+        return max(available, floor - bodies)
+
     def _available(self, used: int, total: int) -> int:
         # A held reservation may not be allocated yet, or only partly: count each at its full
         # size on top of what was in use when the first one was granted, or the live reading
@@ -371,7 +382,7 @@ class MemoryManager:
         with self._lock:
             if reservation.released:
                 raise ValueError("cannot grow a released reservation")
-            available = self._available(reading.used, reading.total)
+            available = self._available_for(reservation.purpose, reading.used, reading.total)
             if extra > available:
                 self.stats.refused_timeout += 1
                 raise MemoryRefused(

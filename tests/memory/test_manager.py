@@ -340,3 +340,23 @@ def test_jobs_leave_the_body_floor_free_and_bodies_may_use_it() -> None:
     jobs.release()
     # A job as large as the whole budget still fits an idle service: the floor yields.
     manager.reserve(8 * GiB, purpose="compute").release()
+
+
+def test_jobs_that_overran_their_reservations_leave_the_body_floor_to_bodies() -> None:
+    # Jobs' memory beyond what they reserved (the live reading over the limit) takes the room of
+    # other jobs, never the floor that uploads were promised; bodies hold at most the floor.
+    cuda = FakeCuda(total=10 * GiB)
+    manager = cuda_manager(cuda)  # limit 8 GiB, job budget 8 GiB, floor 2 GiB
+    manager.body_floor_share = 0.25
+    jobs = manager.reserve(6 * GiB, purpose="pixels")
+    cuda.alloc(9 * GiB)  # the jobs use 3 GiB more than they hold: 1 GiB over the limit
+    with pytest.raises(MemoryRefused):
+        manager.reserve(1, purpose="pixels")
+    body = manager.reserve(GiB, purpose="body")
+    body.grow(GiB)
+    with pytest.raises(MemoryRefused):
+        body.grow(1)  # the floor is used up
+    with pytest.raises(MemoryRefused):
+        manager.reserve(1, purpose="body")
+    body.release()
+    jobs.release()
