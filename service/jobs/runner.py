@@ -6,11 +6,8 @@ A busy replica leaves the work to the others: `_can_admit` refuses the head of t
 the local queue already holds the look-ahead's worth of jobs, or while the host budget cannot
 hold the job's upload and its decoded pixels now.
 
-A video is pulled only while one of this replica's video threads is free and the host budget
-holds its plan now; its upload is downloaded to a spool file (never whole in memory), it runs in
-the video executor like a local one, its progress goes to the record (at most once a second),
-and its result is stored from its file. However long it runs, a live replica keeps it: the
-heartbeat, not the job's age, tells the others when to claim it.
+Videos take their own path (service/jobs/shared_video.py); every delivery ends through
+service/jobs/deliveries.py.
 """
 
 from __future__ import annotations
@@ -19,16 +16,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
 from service.engines.base import Engine
 from service.imaging.encode import CONTENT_TYPES
-from service.jobs.options import options_from_json, video_options_from_json
-from service.jobs.spool import Spool, remove
-from service.jobs.video import CONTENT_TYPE as VIDEO_TYPE
-from service.jobs.video import VideoJob, VideoMeter
+from service.jobs.deliveries import HAND_BACK, Endings, settle
+from service.jobs.options import options_from_json
+from service.jobs.shared_video import SharedVideos
+from service.jobs.spool import Spool
+from service.jobs.video import VideoMeter
 from service.jobs.video_executor import VideoExecutor
 from service.memory import MemoryRefused, NeverFits, Reservation
 from service.outcomes import Failure, Outcome
@@ -37,13 +34,11 @@ from service.store import (
     Delivery,
     JobKind,
     ObjectNotFound,
-    Progress,
     SharedStore,
     StoreError,
     Ticket,
 )
-from service.video import VideoProgress
-from service.worker.admission import Budgets, Upload, VideoUpload, admit, check_video
+from service.worker.admission import Budgets, Upload, admit
 from service.worker.jobs import Job, JobState
 from service.worker.queue import WorkerUnavailable
 from service.worker.stats import PipelineStats
@@ -51,13 +46,6 @@ from service.worker.worker import Worker
 
 log = logging.getLogger(__name__)
 
-HAND_BACK = frozenset({Outcome.SHUTDOWN, Outcome.WORKER_DEAD, Outcome.MEMORY_BUSY})
-"""Outcomes of this replica, not of the job: another replica (or this one later) runs it."""
-COMPLETE_RETRY_S = 300.0
-"""How long a finished result is kept trying to reach a store that is down, before the job is
-handed back to run again (at least once, never lost)."""
-PROGRESS_INTERVAL_S = 1.0
-"""A running video's progress is written to its record at most this often."""
 VIDEO_STOP_S = 10.0
 """After the shutdown grace, how long interrupted videos get to end (and be handed back)."""
 
@@ -93,10 +81,23 @@ class SharedRunner:
         self._starting = 0
         """Deliveries being downloaded or admitted (not in the local queue yet)."""
         self.videos = videos
-        self.spool = spool
-        self.meter = meter or VideoMeter(stats)
-        self._videos_starting = 0
-        """Video deliveries being downloaded and probed (not in the executor yet)."""
+        self.endings = Endings(self.consumer)
+        self.films = (
+            SharedVideos(
+                self.consumer,
+                self.endings,
+                videos,
+                spool,
+                engines,
+                budgets,
+                settings,
+                stats,
+                meter or VideoMeter(stats),
+                self._changed,
+            )
+            if videos is not None and spool is not None
+            else None
+        )
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._pull_loop(), name="shared-runner")
@@ -151,29 +152,18 @@ class SharedRunner:
         if engine is None or not engine.ready:
             return False  # a replica that has the engine takes it
         if ticket.kind is JobKind.VIDEO:
-            return self._can_admit_video(ticket)
+            return self.films is not None and self.films.can_admit(ticket)
         if worker.queue_depth + self._starting >= worker.lookahead:
             return False
         need = ticket.upload_bytes + ticket.host_bytes
-        return self.budgets.host.available_bytes() >= need
-
-    def _can_admit_video(self, ticket: Ticket) -> bool:
-        """A free video thread, and room in the host budget for the job's plan now (on a CPU,
-        and its frames' forward pass: the device's budget is the host's)."""
-        if self.videos is None or self.spool is None:
-            return False
-        if self.videos.free_slots - self._videos_starting <= 0:
-            return False
-        need = ticket.host_bytes
-        if self.budgets.device is self.budgets.host:
-            need += ticket.estimate_bytes
         return self.budgets.host.available_bytes() >= need
 
     # -- running one job ----------------------------------------------------------------------
 
     async def _run(self, delivery: Delivery) -> None:
         if delivery.record.kind is JobKind.VIDEO:
-            await self._run_video(delivery)
+            assert self.films is not None  # only admitted with a video executor
+            await self.films.run(delivery)
             return
         self._starting += 1
         job: Job | Failure | None = None
@@ -184,10 +174,10 @@ class SharedRunner:
         finally:
             self._starting -= 1
         if job is None:
-            await self._release(delivery)
+            await self.endings.release(delivery)
             return
         if isinstance(job, Failure):
-            await self._end(delivery, job)
+            await self.endings.end(delivery, job)
             self.stats.count_job(delivery.record.model, job.outcome.value)
             return
         await self._follow(delivery, job)
@@ -227,7 +217,7 @@ class SharedRunner:
 
         def wake(_: Job) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                loop.call_soon_threadsafe(_settle, ended)
+                loop.call_soon_threadsafe(settle, ended)
                 loop.call_soon_threadsafe(self._changed.set)
 
         job.on_finish(wake)
@@ -236,7 +226,7 @@ class SharedRunner:
         try:
             self.worker.submit(job)
         except WorkerUnavailable:
-            await self._release(delivery)
+            await self.endings.release(delivery)
             return
         cancelled = asyncio.ensure_future(delivery.cancelled.wait())
         await asyncio.wait({ended, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -253,194 +243,14 @@ class SharedRunner:
         if job.state is JobState.DONE and job.result is not None:
             result, content_type = job.result, CONTENT_TYPES[job.output_format]
             job.drop_result("stored in the shared object store")
-            if await self._complete(delivery, result, content_type, job.timings):
+            if await self.endings.complete(delivery, result, content_type, job.timings):
                 self.stats.count_job(job.model, Outcome.DONE.value)
             return
         if outcome in HAND_BACK:
-            await self._release(delivery)
+            await self.endings.release(delivery)
             return
         failure = job.failure or Failure(Outcome.CANCELLED, "the job was cancelled")
-        await self._end(delivery, failure, job.timings)
+        await self.endings.end(delivery, failure, job.timings)
         self.stats.count_job(job.model, failure.outcome.value)
 
     # -- running one video ---------------------------------------------------------------------
-
-    async def _run_video(self, delivery: Delivery) -> None:
-        self._videos_starting += 1
-        job: VideoJob | Failure | None = None
-        try:
-            job = await self._video_job(delivery)
-        except StoreError:
-            job = None
-        except Exception:
-            # A full spool disk, say: hand it back (another replica, or this one later).
-            log.exception("could not start video job %s here; handing it back", delivery.job_id)
-            job = None
-        finally:
-            self._videos_starting -= 1
-        if job is None:
-            await self._release(delivery)
-            return
-        if isinstance(job, Failure):
-            await self._end(delivery, job)
-            self.stats.count_video_job(delivery.record.model, job.outcome.value)
-            return
-        await self._follow_video(delivery, job)
-
-    async def _video_job(self, delivery: Delivery) -> VideoJob | Failure | None:
-        """The delivery as a video job ready to run here (its upload in a spool file); a
-        Failure to end it with; None to hand it back."""
-        assert self.spool is not None
-        record = delivery.record
-        source = self.spool.path("upload")
-        try:
-            reference = await self.consumer.download(delivery, source)
-        except ObjectNotFound:
-            remove(source)
-            return Failure(Outcome.INVALID_REQUEST, "the job's upload is gone from the store")
-        except BaseException:
-            remove(source)
-            raise
-        options = video_options_from_json(record.model, record.options)
-        upload = VideoUpload(source, options, reference)
-        video = await run_in_threadpool(
-            check_video, upload, self.engines, self.budgets, self.settings
-        )
-        if isinstance(video, Failure):
-            remove(source)
-            return None if video.outcome in HAND_BACK else video
-        return VideoJob(
-            model=record.model,
-            options=options,
-            source=source,
-            info=video.info,
-            plan=video.plan,
-            target=self.spool.path("result", ".mp4"),
-            reference=reference,
-            id=record.id,
-        )
-
-    async def _follow_video(self, delivery: Delivery, job: VideoJob) -> None:
-        assert self.videos is not None
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-        reporter = _ProgressReporter(self, delivery)
-
-        def wake(_: VideoJob) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                loop.call_soon_threadsafe(_settle, ended)
-                loop.call_soon_threadsafe(self._changed.set)
-
-        def report(_: VideoJob, progress: VideoProgress) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(reporter.update, progress)
-
-        job.on_progress(report)
-        self.meter.count_frames(job)
-        job.on_finish(wake)
-        try:
-            # A busy host budget hands the film back rather than holding a slot here.
-            self.videos.submit(job, memory_patience_s=self.settings.admission_wait_s)
-        except Exception:
-            await self._release(delivery)
-            return
-        cancelled = asyncio.ensure_future(delivery.cancelled.wait())
-        try:
-            await asyncio.wait({ended, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-            if not ended.done():
-                # A client cancelled it (or another attempt took it over): stop it here.
-                self.videos.cancel(job, Outcome.CANCELLED, "cancelled by the client")
-                await ended
-        finally:
-            cancelled.cancel()
-            await reporter.close()
-        await self._video_ended(delivery, job)
-
-    async def _video_ended(self, delivery: Delivery, job: VideoJob) -> None:
-        outcome = job.outcome or Outcome.ERROR
-        try:
-            if job.state is JobState.DONE and job.result is not None:
-                result = job.result
-                if await self._complete(delivery, result.path, VIDEO_TYPE, job.timings):
-                    self.stats.count_video_job(job.model, Outcome.DONE.value)
-                    if result.seconds > 0:
-                        self.meter.observe_rate(job.model, result.frames / result.seconds)
-                return
-            if outcome in HAND_BACK:
-                await self._release(delivery)
-                return
-            failure = job.failure or Failure(Outcome.CANCELLED, "the job was cancelled")
-            await self._end(delivery, failure, job.timings)
-            self.stats.count_video_job(job.model, failure.outcome.value)
-        finally:
-            remove(job.target)
-
-    async def _complete(
-        self,
-        delivery: Delivery,
-        result: bytes | Path,
-        content_type: str,
-        timings: dict[str, float],
-    ) -> bool:
-        """Store the result and complete the job, retrying while the stores are down."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + COMPLETE_RETRY_S
-        delay = 0.5
-        while True:
-            try:
-                return await self.consumer.complete(delivery, result, content_type, timings)
-            except StoreError as exc:
-                if loop.time() > deadline:
-                    log.error(
-                        "could not complete job %s: %s; handing it back", delivery.job_id, exc
-                    )
-                    await self._release(delivery)
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-
-    async def _end(
-        self, delivery: Delivery, failure: Failure, timings: dict[str, float] | None = None
-    ) -> None:
-        with contextlib.suppress(StoreError):  # unacknowledged, it is delivered again later
-            await self.consumer.fail(delivery, failure.outcome, failure.detail, timings)
-
-    async def _release(self, delivery: Delivery) -> None:
-        with contextlib.suppress(StoreError):
-            await self.consumer.release(delivery)
-
-
-class _ProgressReporter:
-    """Writes a running video's progress to its record, the latest at most once a second (a
-    write that says the job should stop sets the delivery's `cancelled`)."""
-
-    def __init__(self, runner: SharedRunner, delivery: Delivery) -> None:
-        self.consumer = runner.consumer
-        self.delivery = delivery
-        self.latest: VideoProgress | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def update(self, progress: VideoProgress) -> None:
-        self.latest = progress
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._send())
-
-    async def _send(self) -> None:
-        while self.latest is not None:
-            p, self.latest = self.latest, None
-            left = None if p.seconds_left is None else round(p.seconds_left, 1)
-            progress = Progress(p.frames_done, p.frames_total, round(p.frames_per_second, 3), left)
-            with contextlib.suppress(StoreError):  # the heartbeat keeps the record alive
-                await self.consumer.progress(self.delivery, progress)
-            await asyncio.sleep(PROGRESS_INTERVAL_S)
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
