@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from service.cli.colour_video import MEMORY_OUTCOMES, colour_video
+from service.cli.inputs import (
+    InputFailed,
+    Tally,
+    Target,
+    check_reference,
+    claim,
+    plan_jobs,
+    write_atomically,
+)
 from service.device import resolve_device
 from service.engines.base import (
     ColorizeRequest,
@@ -36,20 +43,14 @@ from service.engines.base import (
 from service.engines.bootstrap import fetch_missing
 from service.engines.catalog import ENGINE_NAMES
 from service.engines.registry import create_engine, engine_class, render_limits
-from service.imaging.decode import decode_image
 from service.imaging.encode import CONTENT_TYPES, encode_image
-from service.imaging.errors import ImageError
-from service.jobs.video import VideoJob
-from service.jobs.video_executor import run_video_job
 from service.memory import MemoryManager
 from service.memory.host import device_manager, host_manager
-from service.outcomes import Failure, Outcome
-from service.settings import VIDEO_CONTAINERS, Settings, SettingsError, load_settings
-from service.video import VideoError, VideoProgress, sniff
-from service.video.sniff import SNIFF_BYTES
-from service.worker.admission import Budgets, Upload, VideoUpload, admit, check_video
+from service.outcomes import Failure
+from service.settings import Settings, SettingsError, load_settings
+from service.worker.admission import Budgets, Upload, admit
 from service.worker.jobs import Job, JobState
-from service.worker.options import JobOptions, VideoOptions
+from service.worker.options import JobOptions
 from service.worker.worker import Worker, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,23 +61,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 """Nothing was attempted: bad arguments or configuration, weights missing, unusable reference."""
 EXIT_INTERRUPTED = 130
-
-EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
-    "PNG": (".png",),
-    "WEBP": (".webp",),
-    "BMP": (".bmp", ".dib"),
-    "GIF": (".gif",),
-}
-"""File name endings looked for when a folder is walked, by Pillow format name."""
-
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
-"""File name endings of videos looked for when a folder is walked (what a file is, is then told
-by its bytes)."""
-
-OUTPUT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
-VIDEO_SUFFIX = ".mp4"
-"""A video's result is always an MP4 (H.264), whatever --format says (that is for images)."""
 
 
 def add_parser(
@@ -151,48 +135,6 @@ def add_parser(
     return parser
 
 
-@dataclass
-class Target:
-    """One input file and where its result goes."""
-
-    source: Path
-    output: Path
-    video: bool = False
-    """A video, told by its bytes (its result is an MP4)."""
-
-
-@dataclass
-class Tally:
-    """What happened to the inputs."""
-
-    done: int = 0
-    skipped: int = 0
-    failed: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
-    """Time spent colouring the images that were done (reading to writing)."""
-    images: int = 0
-    videos: int = 0
-    frames: int = 0
-    """Frames of the videos done."""
-    video_seconds: float = 0.0
-
-    def summary(self) -> str:
-        """The last line on stdout."""
-        rate = self.images / self.seconds if self.seconds > 0 else 0.0
-        line = (
-            f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed "
-            f"({rate:.2f} images/s"
-        )
-        if self.videos:
-            fps = self.frames / self.video_seconds if self.video_seconds > 0 else 0.0
-            line += f"; {self.videos} videos, {self.frames} frames, {fps:.2f} frames/s"
-        return line + ")\n"
-
-
-class InputFailed(Exception):
-    """One input could not be coloured; the message says why."""
-
-
 def colorize_command(args: argparse.Namespace) -> int:
     """Run `colorize`; a setup problem is one stderr line and exit 2, never a traceback."""
     try:
@@ -213,7 +155,7 @@ def colorize_command(args: argparse.Namespace) -> int:
     reference = None
     if args.reference is not None:
         try:
-            reference = _check_reference(args.reference, settings)
+            reference = check_reference(args.reference, settings)
         except InputFailed as exc:
             return _fail(EXIT_USAGE, f"reference {args.reference}: {exc}")
     jobs, missing = plan_jobs(args.inputs, args.output_dir, args.format, settings)
@@ -251,54 +193,6 @@ def colorize_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
-def plan_jobs(
-    inputs: Sequence[Path], output_dir: Path, fmt: str, settings: Settings
-) -> tuple[list[Target], list[Path]]:
-    """Jobs for every image or video given or found under a given folder, and the inputs that
-    don't exist."""
-    suffixes = {s for f in settings.allowed_formats for s in EXTENSIONS.get(f, ())}
-    suffixes |= set(VIDEO_EXTENSIONS)
-    out_root = output_dir.resolve()
-    jobs: list[Target] = []
-    missing: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            for found in _walk(item, suffixes, out_root):
-                video = is_video(found)
-                suffix = VIDEO_SUFFIX if video else OUTPUT_SUFFIX[fmt]
-                relative = found.relative_to(item).with_suffix(suffix)
-                jobs.append(Target(found, output_dir / relative, video))
-        elif item.exists():
-            video = is_video(item)
-            suffix = VIDEO_SUFFIX if video else OUTPUT_SUFFIX[fmt]
-            jobs.append(Target(item, output_dir / (item.stem + suffix), video))
-        else:
-            missing.append(item)
-    return jobs, missing
-
-
-def is_video(path: Path) -> bool:
-    """Whether the file is a video container we colour, by its leading bytes (as the API
-    decides); anything else goes the image way, which says what is wrong with it."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(SNIFF_BYTES)
-        sniff(head, VIDEO_CONTAINERS)
-    except (OSError, VideoError):
-        return False
-    return True
-
-
-def _walk(folder: Path, suffixes: set[str], skip: Path) -> Iterator[Path]:
-    """Image files under `folder`, sorted, leaving out `skip` (outputs written inside inputs)."""
-    for root, dirs, files in os.walk(folder):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if (here / d).resolve() != skip)
-        for name in sorted(files):
-            if Path(name).suffix.lower() in suffixes:
-                yield here / name
-
-
 def _run_jobs(
     jobs: list[Target],
     engine: Engine,
@@ -326,7 +220,7 @@ def _run_jobs(
             tqdm(jobs, desc="colorize", unit="img", file=sys.stderr, disable=None) as bar,
         ):
             for target in bar:
-                if not _claim(target, claimed, args, tally):
+                if not claim(target, claimed, args, tally):
                     continue
                 while len(pending) >= in_flight:
                     _collect(pending.popleft(), tally)
@@ -341,101 +235,14 @@ def _run_jobs(
                 _collect(pending.popleft(), tally)
         tally.seconds = time.perf_counter() - started
         for target in videos:
-            if _claim(target, claimed, args, tally):
-                _colour_video(target, engine, worker, reference, args, settings, tally)
+            if claim(target, claimed, args, tally):
+                colour_video(target, engine, worker, reference, args, settings, tally)
     finally:
         for _, queued in pending:
             worker.cancel(queued)
         worker.stop(timeout=settings.shutdown_grace_s)
         if not tally.seconds:
             tally.seconds = time.perf_counter() - started
-
-
-def _claim(
-    target: Target, claimed: dict[Path, Path], args: argparse.Namespace, tally: Tally
-) -> bool:
-    """Whether `target` is to be coloured now: its output is nobody else's and not written yet
-    (unless --overwrite)."""
-    key = target.output.resolve()
-    if key in claimed:
-        log.error(
-            "%s: output %s is already written from %s", target.source, target.output, claimed[key]
-        )
-        tally.failed.append(target.source)
-        return False
-    claimed[key] = target.source
-    if target.output.exists() and not args.overwrite:
-        tally.skipped += 1
-        return False
-    return True
-
-
-def _colour_video(
-    target: Target,
-    engine: Engine,
-    worker: Worker,
-    reference: bytes | None,
-    args: argparse.Namespace,
-    settings: Settings,
-    tally: Tally,
-) -> None:
-    """Probe and colour one video (the /jobs way), with a progress bar in frames."""
-    options = VideoOptions(engine.name, render_size=args.render_size, stabilize=args.stabilize)
-    upload = VideoUpload(target.source, options, reference)
-    budgets = Budgets(device=worker.manager, host=worker.host)
-    video = check_video(upload, {engine.name: engine}, budgets, settings)
-    if isinstance(video, Failure):
-        why = video.detail
-        if video.outcome in _MEMORY_OUTCOMES:
-            why = f"not enough memory on {worker.manager.device}: {why}"
-        log.error("%s: %s", target.source, why)
-        tally.failed.append(target.source)
-        return
-    try:
-        target.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.error("%s: cannot create %s: %s", target.source, target.output.parent, exc)
-        tally.failed.append(target.source)
-        return
-    job = VideoJob(
-        model=engine.name,
-        options=options,
-        source=target.source,
-        info=video.info,
-        plan=video.plan,
-        target=target.output,
-        reference=reference,
-        owns_source=False,
-    )
-    with (
-        logging_redirect_tqdm(),
-        tqdm(
-            total=video.info.frames,
-            desc=target.source.name,
-            unit="frame",
-            file=sys.stderr,
-            disable=None,
-        ) as bar,
-    ):
-
-        def advance(_: VideoJob, progress: VideoProgress) -> None:
-            bar.total = progress.frames_total
-            bar.update(progress.frames_done - bar.n)
-
-        job.on_progress(advance)
-        run_video_job(job, worker, worker.host, settings)
-    if job.state is not JobState.DONE or job.result is None:
-        failure = job.failure
-        why = failure.detail if failure is not None else "cancelled"
-        if failure is not None and failure.outcome in _MEMORY_OUTCOMES:
-            why = f"not enough memory: {why}"
-        log.error("%s: %s", target.source, why)
-        tally.failed.append(target.source)
-        return
-    tally.done += 1
-    tally.videos += 1
-    tally.frames += job.result.frames
-    tally.video_seconds += job.result.seconds
 
 
 def _placeholder_request(render_size: int) -> ColorizeRequest:
@@ -462,7 +269,7 @@ def _submit(
     # Unlike the API, a file may wait for memory: the batch has no client to answer at once.
     job = admit(upload, {engine.name: engine}, budgets, settings, wait_s=settings.admission_wait_s)
     if isinstance(job, Failure):
-        if job.outcome in _MEMORY_OUTCOMES:
+        if job.outcome in MEMORY_OUTCOMES:
             raise InputFailed(f"not enough memory on {worker.manager.device}: {job.detail}")
         raise InputFailed(job.detail)
     try:
@@ -470,9 +277,6 @@ def _submit(
     except WorkerUnavailable as exc:
         raise InputFailed(exc.detail) from exc
     return job
-
-
-_MEMORY_OUTCOMES = (Outcome.TOO_LARGE, Outcome.MEMORY_BUSY, Outcome.OOM)
 
 
 def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
@@ -483,13 +287,13 @@ def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
     if queued.state is not JobState.DONE or result is None:
         failure = queued.failure
         why = failure.detail if failure is not None else "cancelled"
-        if failure is not None and failure.outcome in _MEMORY_OUTCOMES:
+        if failure is not None and failure.outcome in MEMORY_OUTCOMES:
             why = f"not enough memory: {why}"
         log.error("%s: %s", job.source, why)
         tally.failed.append(job.source)
         return
     try:
-        _write(job.output, result)
+        write_atomically(job.output, result)
     except InputFailed as exc:
         log.error("%s: %s", job.source, exc)
         tally.failed.append(job.source)
@@ -498,31 +302,6 @@ def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
         tally.images += 1
     finally:
         queued.drop_result("written")
-
-
-def _check_reference(path: Path, settings: Settings) -> bytes:
-    """The reference photo's bytes, once decoded to prove it is usable; InputFailed if not."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputFailed(f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        decode_image(data, allowed_formats=settings.allowed_formats, max_pixels=settings.max_pixels)
-    except ImageError as exc:
-        raise InputFailed(exc.message) from exc
-    return data
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write through a temporary name, so an interrupted run never leaves a half file to skip."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputFailed(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _fail(code: int, message: str) -> int:
