@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 from types import FrameType
 
@@ -66,6 +67,17 @@ def check_environment(settings: Settings) -> None:
             soft = hard
         except (ValueError, OSError):
             pass
+    spool = settings.video_spool_dir
+    if spool is not None:
+        try:
+            spool.mkdir(parents=True, exist_ok=True)
+            writable = os.access(spool, os.W_OK | os.X_OK)
+        except OSError as exc:
+            raise SettingsError(
+                f"COLORIZE_VIDEO_SPOOL_DIR: cannot create {spool}: {exc.strerror or exc}"
+            ) from None
+        if not writable:
+            raise SettingsError(f"COLORIZE_VIDEO_SPOOL_DIR: {spool} is not writable")
     need = settings.max_connections + RESERVED_DESCRIPTORS
     if soft != resource.RLIM_INFINITY and need > soft:
         raise SettingsError(
