@@ -8,4 +8,7 @@ ruff check service tests bench devkit
 ruff format --check service tests bench devkit
 mypy
 "$root/scripts/audit.sh"
-python -m pytest "$@"
+# Two test processes, a module's tests together in one (its module-scoped servers start once):
+# most tests wait on servers they started, so two overlap well even on two cores.
+# TEST_WORKERS=0 runs everything in this process.
+python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
