@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -241,48 +241,36 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.request_seconds = Histogram(
+        self.request_seconds = self._histogram(
             "colorize_request_duration_seconds",
             "Request time, upload to response.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.queue_seconds = Histogram(
-            "colorize_queue_wait_seconds",
-            "Time a job waited for the worker.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.queue_seconds = self._histogram(
+            "colorize_queue_wait_seconds", "Time a job waited for the worker.", LATENCY_BUCKETS
         )
-        self.compute_seconds = Histogram(
+        self.compute_seconds = self._histogram(
             "colorize_compute_duration_seconds",
             "Device time of the batch a job ran in.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.peak_to_estimate = Histogram(
+        self.peak_to_estimate = self._histogram(
             "colorize_memory_peak_to_estimate_ratio",
             "Measured peak memory / estimate, per batch.",
-            ["model"],
-            buckets=RATIO_BUCKETS,
-            registry=self.registry,
+            RATIO_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "colorize_batch_size",
-            "Jobs per forward pass.",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
+        self.batch_size = self._histogram(
+            "colorize_batch_size", "Jobs per forward pass.", BATCH_BUCKETS
         )
-        self.video_rate = Histogram(
+        self.video_rate = self._histogram(
             "colorize_video_frames_per_second",
             "Frames per second of finished video jobs (frames over the job's running time).",
-            ["model"],
-            buckets=FPS_BUCKETS,
-            registry=self.registry,
+            FPS_BUCKETS,
         )
+
+    def _histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        """A histogram by model in this registry."""
+        return Histogram(name, documentation, ["model"], buckets=buckets, registry=self.registry)
 
     def attach(
         self,

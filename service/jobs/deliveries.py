@@ -56,6 +56,14 @@ class Endings:
         with contextlib.suppress(StoreError):  # unacknowledged, it is delivered again later
             await self.consumer.fail(delivery, failure.outcome, failure.detail, timings)
 
+    async def unstarted(self, delivery: Delivery, refused: Failure | None) -> None:
+        """A delivery that did not become a job here: ended with `refused`, or (None) handed
+        back for another replica or a later look."""
+        if refused is None:
+            await self.release(delivery)
+        else:
+            await self.end(delivery, refused)
+
     async def release(self, delivery: Delivery) -> None:
         with contextlib.suppress(StoreError):
             await self.consumer.release(delivery)

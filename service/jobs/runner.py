@@ -173,12 +173,10 @@ class SharedRunner:
             job = None
         finally:
             self._starting -= 1
-        if job is None:
-            await self.endings.release(delivery)
-            return
-        if isinstance(job, Failure):
-            await self.endings.end(delivery, job)
-            self.stats.count_job(delivery.record.model, job.outcome.value)
+        if job is None or isinstance(job, Failure):
+            await self.endings.unstarted(delivery, job)
+            if job is not None:
+                self.stats.count_job(delivery.record.model, job.outcome.value)
             return
         await self._follow(delivery, job)
 

@@ -87,12 +87,10 @@ class SharedVideos:
             job = None
         finally:
             self.starting -= 1
-        if job is None:
-            await self.endings.release(delivery)
-            return
-        if isinstance(job, Failure):
-            await self.endings.end(delivery, job)
-            self.stats.count_video_job(delivery.record.model, job.outcome.value)
+        if job is None or isinstance(job, Failure):
+            await self.endings.unstarted(delivery, job)
+            if job is not None:
+                self.stats.count_video_job(delivery.record.model, job.outcome.value)
             return
         await self._follow_video(delivery, job)
 

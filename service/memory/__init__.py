@@ -9,13 +9,8 @@ from service.memory.backends import (
     MpsBackend,
 )
 from service.memory.errors import AdmissionError, MemoryRefused, NeverFits
-from service.memory.manager import (
-    Measurement,
-    MemoryManager,
-    MemorySnapshot,
-    MemoryStats,
-    Reservation,
-)
+from service.memory.manager import MemoryManager, MemorySnapshot, MemoryStats
+from service.memory.reservation import Measurement, Reservation
 
 __all__ = [
     "AdmissionError",

@@ -105,24 +105,9 @@ def check(
     pulls it admits it for real.
     """
     options = upload.options
-    engine = engines.get(options.model)
-    if engine is None:
-        return Failure(
-            Outcome.UNKNOWN_MODEL,
-            f"unknown model {options.model[:64]!r}; choose from {sorted(engines)}",
-        )
-    if not engine.ready:
-        return Failure(
-            Outcome.NOT_READY,
-            f"engine {options.model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
-        )
-    if upload.reference is not None and not engine.takes_reference:
-        # Decoding a reference the engine ignores would spend memory (and a grayscale one
-        # would fail the request) for nothing.
-        return Failure(
-            Outcome.INVALID_REQUEST,
-            f"engine {options.model!r} takes no reference photo; only exemplar uses one",
-        )
+    engine = _engine_for(options.model, upload.reference is not None, engines)
+    if isinstance(engine, Failure):
+        return engine
     try:
         job_input = read_input(upload, settings)
         job = new_job(engine, job_input, options)
@@ -279,22 +264,9 @@ def check_video(
     pixel rate, the per-job disk; 415/422/413 naming the limit) and whether its job could ever
     fit the budgets. Reads the file's headers (blocking: call it from a thread)."""
     options = upload.options
-    engine = engines.get(options.model)
-    if engine is None:
-        return Failure(
-            Outcome.UNKNOWN_MODEL,
-            f"unknown model {options.model[:64]!r}; choose from {sorted(engines)}",
-        )
-    if not engine.ready:
-        return Failure(
-            Outcome.NOT_READY,
-            f"engine {options.model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
-        )
-    if upload.reference is not None and not engine.takes_reference:
-        return Failure(
-            Outcome.INVALID_REQUEST,
-            f"engine {options.model!r} takes no reference photo; only exemplar uses one",
-        )
+    engine = _engine_for(options.model, upload.reference is not None, engines)
+    if isinstance(engine, Failure):
+        return engine
     formats, max_pixels = settings.allowed_formats, settings.max_pixels
     reference_pixels = reference_bytes = 0
     try:
@@ -357,3 +329,27 @@ def check_video(
             "COLORIZE_MEMORY_THRESHOLD, less the idle service)",
         )
     return video
+
+
+def _engine_for(
+    model: str, with_reference: bool, engines: Mapping[str, Engine]
+) -> Engine | Failure:
+    """The engine a photo or a video names, if it exists, is ready and takes what was sent."""
+    engine = engines.get(model)
+    if engine is None:
+        return Failure(
+            Outcome.UNKNOWN_MODEL, f"unknown model {model[:64]!r}; choose from {sorted(engines)}"
+        )
+    if not engine.ready:
+        return Failure(
+            Outcome.NOT_READY,
+            f"engine {model!r} is not ready: {engine.not_ready_reason or 'not loaded'}",
+        )
+    if with_reference and not engine.takes_reference:
+        # Decoding a reference the engine ignores would spend memory (and a grayscale one
+        # would fail the request) for nothing.
+        return Failure(
+            Outcome.INVALID_REQUEST,
+            f"engine {model!r} takes no reference photo; only exemplar uses one",
+        )
+    return engine

@@ -3,6 +3,8 @@ routes whether the jobs live in this process or in the shared store (service/job
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -153,8 +155,13 @@ async def _submit_video(request: Request, state: ServiceState, upload: VideoUplo
 
 
 async def _view(state: ServiceState, job_id: str) -> JobView:
+    return await _answer(state.jobs.view(job_id))
+
+
+async def _answer(call: Awaitable[JobView]) -> JobView:
+    """What the job store answered, its refusals as the API's errors."""
     try:
-        return await state.jobs.view(job_id)
+        return await call
     except UnknownJob:
         raise ApiError(404, "unknown_job", "no such job (unknown, or expired)") from None
     except JobRefused as exc:
@@ -212,12 +219,4 @@ async def get_result(job_id: str, state: StateDep) -> Response:
 async def delete_job(job_id: str, state: StateDep) -> JobStatus:
     """Cancel a queued job; stop a running one (it ends `cancelled` at its next step); forget a
     finished one (done, failed or cancelled)."""
-    try:
-        view = await state.jobs.cancel(job_id)
-    except UnknownJob:
-        raise ApiError(404, "unknown_job", "no such job (unknown, or expired)") from None
-    except JobRefused as exc:
-        raise OutcomeError(
-            exc.failure.outcome, exc.failure.detail, exc.failure.retry_after
-        ) from None
-    return job_status(view)
+    return job_status(await _answer(state.jobs.cancel(job_id)))
