@@ -42,7 +42,14 @@ def make_weights(directory: Path, models: Iterable[str]) -> Path:
     """Generated checkpoints of `models` (official names) in `directory`; existing ones are kept."""
     directory.mkdir(parents=True, exist_ok=True)
     for model in models:
-        if not weights.weights_path(model, directory).is_file():
+        path = weights.weights_path(model, directory)
+        if path.is_file():
+            continue
+        if model.startswith("ddcolor"):
+            from devkit.ddcolor_checkpoints import save_random_checkpoint as save_ddcolor
+
+            save_ddcolor(path, "tiny" if model == "ddcolor-tiny" else "large")
+        else:
             save_random_checkpoint(model, directory)
     return directory
 
@@ -105,6 +112,11 @@ class Server:
 
     def peak_rss(self) -> int:
         return self._status_kb("VmHWM") * 1024
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     # -- metrics --------------------------------------------------------------------------------
 

@@ -164,7 +164,19 @@ def video_job(server: Server, film: Path, poll_s: float = 0.25) -> dict[str, Any
 def measure(
     lengths: list[int], width: int, height: int, images: int, rate_frames: int, rate_runs: int
 ) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="colorize-bench-video-"))
+    with tempfile.TemporaryDirectory(prefix="colorize-bench-video-") as tmp:
+        return _measure(Path(tmp), lengths, width, height, images, rate_frames, rate_runs)
+
+
+def _measure(
+    work: Path,
+    lengths: list[int],
+    width: int,
+    height: int,
+    images: int,
+    rate_frames: int,
+    rate_runs: int,
+) -> dict[str, Any]:
     weights = make_weights(work / "weights", [MODEL])
     films = {
         n: make_film(work / f"film-{n}.mp4", width, height, n)

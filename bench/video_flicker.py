@@ -25,6 +25,7 @@ import av
 import numpy as np
 import torch
 
+from bench.servers import make_weights
 from devkit.clips import make_clip, with_spec
 from devkit.engines import JitterEngine
 from devkit.photos import photo
@@ -40,15 +41,8 @@ def build(name: str, weights: Path) -> Engine:
         return JitterEngine(CPU)
     from service.engines.registry import create_engine
 
-    if name in ("eccv16", "siggraph17"):
-        from devkit.checkpoints import save_random_checkpoint
-
-        save_random_checkpoint(name, weights)
-    elif name == "ddcolor-tiny":
-        from devkit.ddcolor_checkpoints import save_random_checkpoint as save_ddcolor
-        from service.engines.weights import OFFICIAL
-
-        save_ddcolor(weights / OFFICIAL["ddcolor-tiny"].filename, "tiny", seed=0)
+    if name != "exemplar":
+        make_weights(weights, [name])
     engine = create_engine(name, CPU, weights)
     engine.load()
     return engine
