@@ -4,14 +4,13 @@ for the module, and the environment that points a service process at them."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.services import ACCESS_KEY, SECRET_KEY, RedisServer, SeaweedServer
-
-BUCKET = "colorize-jobs"
-SharedEnv = Callable[..., dict[str, str]]
+from tests.support.store import JOBS_BUCKET as BUCKET
+from tests.support.store import SharedEnv
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.jobs.conftest import SharedEnv
 from tests.support.servers import ServerProcess, server_process
+from tests.support.store import SharedEnv
 
 HOST_BYTES = 3_000_000_000
 

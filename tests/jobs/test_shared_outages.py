@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.jobs.conftest import BUCKET
 from tests.support.servers import ServerProcess, server_process
 from tests.support.services import ACCESS_KEY, SECRET_KEY, RedisServer, SeaweedServer
+from tests.support.store import JOBS_BUCKET as BUCKET
 from tests.support.waiting import wait_for
 
 

@@ -13,9 +13,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.jobs.conftest import BUCKET, SharedEnv
 from tests.support.servers import ServerProcess, server_process
 from tests.support.services import RedisServer, SeaweedServer, aws_session
+from tests.support.store import JOBS_BUCKET as BUCKET
+from tests.support.store import SharedEnv
 from tests.support.waiting import wait_for
 
 

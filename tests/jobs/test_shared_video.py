@@ -12,11 +12,11 @@ from pathlib import Path
 import av
 import httpx
 
-from tests.jobs.conftest import SharedEnv
 from tests.jobs.test_shared_replicas import result_objects
 from tests.support.images import is_colour
 from tests.support.servers import server_process
 from tests.support.services import SeaweedServer
+from tests.support.store import SharedEnv
 from tests.support.videos import make_clip, with_spec
 
 

@@ -6,7 +6,7 @@ a missing binary (skip, or fail in CI)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,7 @@ from pydantic import SecretStr
 
 from service.store import SharedStore, StoreConfig
 from tests.support.services import RedisServer, SeaweedServer, aws_session
-
-BUCKET = "colorize-tests"
-
-ConfigFactory = Callable[..., StoreConfig]
-StoreFactory = Callable[..., Awaitable[SharedStore]]
+from tests.support.store import BUCKET, ConfigFactory, StoreFactory
 
 
 @pytest.fixture

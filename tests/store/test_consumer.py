@@ -14,10 +14,18 @@ import pytest
 
 from service.outcomes import Outcome
 from service.store import RecordState, Ticket
-from tests.store.conftest import BUCKET, ConfigFactory, StoreFactory
 from tests.support.servers import ROOT
 from tests.support.services import ACCESS_KEY, SECRET_KEY, RedisServer, SeaweedServer
-from tests.support.store import admit_all, eventually, image_record, object_keys, pull
+from tests.support.store import (
+    BUCKET,
+    ConfigFactory,
+    StoreFactory,
+    admit_all,
+    eventually,
+    image_record,
+    object_keys,
+    pull,
+)
 
 pytestmark = pytest.mark.anyio
 

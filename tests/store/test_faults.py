@@ -14,10 +14,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from service.store import RecordState, SharedStore, StoreUnavailable
-from tests.store.conftest import ConfigFactory, StoreFactory
 from tests.support.proxy import Proxy
 from tests.support.services import REDIS_PASSWORD, SECRET_KEY, RedisServer, SeaweedServer
-from tests.support.store import eventually, image_record, object_keys, pull
+from tests.support.store import (
+    ConfigFactory,
+    StoreFactory,
+    eventually,
+    image_record,
+    object_keys,
+    pull,
+)
 
 pytestmark = pytest.mark.anyio
 

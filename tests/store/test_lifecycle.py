@@ -8,8 +8,14 @@ import pytest
 
 from service.outcomes import Outcome
 from service.store import JobNotFound, NoResult, Progress, RecordState
-from tests.store.conftest import ConfigFactory, StoreFactory
-from tests.support.store import eventually, image_record, object_keys, pull
+from tests.support.store import (
+    ConfigFactory,
+    StoreFactory,
+    eventually,
+    image_record,
+    object_keys,
+    pull,
+)
 
 pytestmark = pytest.mark.anyio
 

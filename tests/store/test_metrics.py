@@ -10,9 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from service.store import SharedStore, StoreUnavailable
-from tests.store.conftest import ConfigFactory, StoreFactory
 from tests.support.servers import free_port
-from tests.support.store import eventually, image_record, pull
+from tests.support.store import ConfigFactory, StoreFactory, eventually, image_record, pull
 from tests.support.tools import require
 
 pytestmark = pytest.mark.anyio

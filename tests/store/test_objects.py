@@ -16,9 +16,9 @@ import pytest
 
 from service.store import ObjectNotFound, ObjectStore, StoreMetrics, StoreUnavailable, Tracker
 from service.store.objects import describe
-from tests.store.conftest import BUCKET
 from tests.support.servers import free_port
 from tests.support.services import ACCESS_KEY, SECRET_KEY, SeaweedServer, aws_session
+from tests.support.store import BUCKET
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024

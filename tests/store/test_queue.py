@@ -8,8 +8,14 @@ import pytest
 
 from service.outcomes import Outcome
 from service.store import CancelOutcome, QueueFull, RecordState
-from tests.store.conftest import ConfigFactory, StoreFactory
-from tests.support.store import admit_all, image_record, object_keys, pull
+from tests.support.store import (
+    ConfigFactory,
+    StoreFactory,
+    admit_all,
+    image_record,
+    object_keys,
+    pull,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,29 @@ import time
 from collections.abc import Awaitable, Callable
 
 from devkit.store_jobs import admit_all, image_record, object_keys
-from service.store import Delivery, SharedStore
+from service.store import Delivery, SharedStore, StoreConfig
 
-__all__ = ["admit_all", "eventually", "image_record", "object_keys", "pull"]
+__all__ = [
+    "BUCKET",
+    "JOBS_BUCKET",
+    "ConfigFactory",
+    "SharedEnv",
+    "StoreFactory",
+    "admit_all",
+    "eventually",
+    "image_record",
+    "object_keys",
+    "pull",
+]
+
+BUCKET = "colorize-tests"
+"""The store tests' bucket (tests/store)."""
+JOBS_BUCKET = "colorize-jobs"
+"""The bucket of the service processes in tests/jobs."""
+ConfigFactory = Callable[..., StoreConfig]
+StoreFactory = Callable[..., Awaitable[SharedStore]]
+SharedEnv = Callable[..., dict[str, str]]
+"""Makes a service process's environment for the shared store (COLORIZE_* overrides)."""
 
 
 async def pull(store: SharedStore, timeout_s: float = 5.0) -> Delivery:

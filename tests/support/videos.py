@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,15 +18,19 @@ import numpy as np
 from PIL import Image
 
 from devkit.clips import FORMATS, ClipSpec, expected_frames, make_clip, with_spec
+from service.engines.base import ColorizeRequest, Engine
 
 __all__ = [
+    "CLIPS",
     "FORMATS",
     "HTML",
+    "Clip",
     "ClipSpec",
     "animated_gif",
     "apng",
     "claim_duration",
     "claim_size",
+    "colorize_with",
     "expected_frames",
     "make_clip",
     "million_frames",
@@ -129,3 +134,27 @@ def apng() -> bytes:
 
 
 HTML = b"<!DOCTYPE html><html><body><video src='x.mp4'></video></body></html>\n"
+
+
+CLIPS: dict[str, ClipSpec] = {
+    "mp4": with_spec(audio=True),
+    "mov": with_spec(container="mov", audio=True),
+    "webm": with_spec(container="webm", audio=True),
+    "mkv": with_spec(container="mkv", audio=True, audio_streams=2),
+    "silent": ClipSpec(),
+    "vfr": with_spec(vfr=True, audio=True),
+    "rotated": with_spec(width=96, height=160, rotate=90, audio=True),
+    "odd": with_spec(width=75, height=45, frames=12, cut_at=None, container="webm"),
+}
+"""The good clips: name -> what they are made of (1 s, 160x96 unless said otherwise)."""
+
+Clip = Callable[[str], Path]
+
+
+def colorize_with(engine: Engine) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The runner's `colorize`: one engine call per batch, as a device lane would make it."""
+
+    def colorize(images: list[np.ndarray]) -> list[np.ndarray]:
+        return engine.run([ColorizeRequest(image) for image in images])
+
+    return colorize

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from service.engines.base import ColorizeRequest, Engine
+from service.engines.base import Engine
 from service.video import VideoLimits
 from tests.support.engines import JitterEngine
-from tests.support.videos import ClipSpec, make_clip, million_frames, with_spec
-
-CLIPS: dict[str, ClipSpec] = {
-    "mp4": with_spec(audio=True),
-    "mov": with_spec(container="mov", audio=True),
-    "webm": with_spec(container="webm", audio=True),
-    "mkv": with_spec(container="mkv", audio=True, audio_streams=2),
-    "silent": ClipSpec(),
-    "vfr": with_spec(vfr=True, audio=True),
-    "rotated": with_spec(width=96, height=160, rotate=90, audio=True),
-    "odd": with_spec(width=75, height=45, frames=12, cut_at=None, container="webm"),
-}
-"""The good clips: name -> what they are made of (1 s, 160x96 unless said otherwise)."""
-
-Clip = Callable[[str], Path]
+from tests.support.videos import CLIPS, Clip, make_clip, million_frames
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +70,3 @@ def ddcolor_tiny(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 @pytest.fixture(scope="session")
 def jitter() -> JitterEngine:
     return JitterEngine(torch.device("cpu"))
-
-
-def colorize_with(engine: Engine) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The runner's `colorize`: one engine call per batch, as a device lane would make it."""
-
-    def colorize(images: list[np.ndarray]) -> list[np.ndarray]:
-        return engine.run([ColorizeRequest(image) for image in images])
-
-    return colorize

@@ -17,12 +17,13 @@ from service.video import InvalidVideo, VideoCancelled, VideoLimits, VideoTooLar
 from service.video.decode import DecodedFrame, VideoSource, upright
 from service.video.info import Orientation
 from tests.support.videos import (
+    CLIPS,
+    Clip,
     claim_duration,
     expected_frames,
     make_clip,
     with_spec,
 )
-from tests.video.conftest import CLIPS, Clip
 
 
 def decode_all(path: Path, limits: VideoLimits, **kwargs: object) -> list[DecodedFrame]:

@@ -14,8 +14,7 @@ from service.settings import load_settings
 from service.video import EncodeOptions, VideoLimits, probe
 from service.video.decode import VideoSource
 from service.video.encode import VideoEncoder, encoded_size, encoder_bytes, held_frames
-from tests.support.videos import make_clip, with_spec
-from tests.video.conftest import Clip
+from tests.support.videos import Clip, make_clip, with_spec
 
 
 def reencode(source: Path, target: Path, limits: VideoLimits) -> VideoEncoder:

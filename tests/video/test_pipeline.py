@@ -12,7 +12,7 @@ import pytest
 
 from service.video import VideoCancelled, VideoLimits, VideoMemoryPlan, colorize_video, probe
 from tests.support.engines import JitterEngine
-from tests.video.conftest import Clip, colorize_with
+from tests.support.videos import Clip, colorize_with
 from tests.video.test_runner import Recorder, frames_of
 
 

@@ -18,6 +18,7 @@ from service.outcomes import Outcome
 from service.video import Container, VideoError, VideoLimits, VideoTooLarge, probe
 from tests.support.videos import (
     HTML,
+    Clip,
     animated_gif,
     apng,
     claim_size,
@@ -27,7 +28,6 @@ from tests.support.videos import (
     truncated,
     with_spec,
 )
-from tests.video.conftest import Clip
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,15 @@ from service.video import (
 )
 from tests.support.engines import JitterEngine
 from tests.support.videos import (
+    CLIPS,
+    Clip,
     claim_duration,
+    colorize_with,
     expected_frames,
     make_clip,
     million_frames,
     with_spec,
 )
-from tests.video.conftest import CLIPS, Clip, colorize_with
 from tests.video.test_stabilize import QUANTISATION, ab_distance, stabilised
 
 COMPRESSION = 6.0

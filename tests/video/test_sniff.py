@@ -8,8 +8,7 @@ import pytest
 from service.outcomes import Outcome
 from service.settings import VIDEO_CONTAINERS
 from service.video import Container, VideoError, sniff
-from tests.support.videos import HTML, animated_gif, apng, still_jpeg, still_png
-from tests.video.conftest import Clip
+from tests.support.videos import HTML, Clip, animated_gif, apng, still_jpeg, still_png
 
 
 def ftyp(major: bytes, *compatible: bytes) -> bytes:
