@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from service.cli.colour_video import MEMORY_OUTCOMES, colour_video
+from service.cli.colour_video import MEMORY_OUTCOMES, colour_video, why_not_done
 from service.cli.inputs import (
     InputFailed,
     Tally,
@@ -285,11 +285,7 @@ def _collect(entry: tuple[Target, Job], tally: Tally) -> None:
     queued.wait()
     result = queued.result
     if queued.state is not JobState.DONE or result is None:
-        failure = queued.failure
-        why = failure.detail if failure is not None else "cancelled"
-        if failure is not None and failure.outcome in MEMORY_OUTCOMES:
-            why = f"not enough memory: {why}"
-        log.error("%s: %s", job.source, why)
+        log.error("%s: %s", job.source, why_not_done(queued.failure))
         tally.failed.append(job.source)
         return
     try:

@@ -28,6 +28,15 @@ MEMORY_OUTCOMES = (Outcome.TOO_LARGE, Outcome.MEMORY_BUSY, Outcome.OOM)
 """Failures the user fixes with memory (a smaller input, another device), said so in the log."""
 
 
+def why_not_done(failure: Failure | None) -> str:
+    """The log's reason for a file that was not coloured."""
+    if failure is None:
+        return "cancelled"
+    if failure.outcome in MEMORY_OUTCOMES:
+        return f"not enough memory: {failure.detail}"
+    return failure.detail
+
+
 def colour_video(
     target: Target,
     engine: Engine,
@@ -83,11 +92,7 @@ def colour_video(
         job.on_progress(advance)
         run_video_job(job, worker, worker.host, settings)
     if job.state is not JobState.DONE or job.result is None:
-        failure = job.failure
-        why = failure.detail if failure is not None else "cancelled"
-        if failure is not None and failure.outcome in MEMORY_OUTCOMES:
-            why = f"not enough memory: {why}"
-        log.error("%s: %s", target.source, why)
+        log.error("%s: %s", target.source, why_not_done(job.failure))
         tally.failed.append(target.source)
         return
     tally.done += 1
