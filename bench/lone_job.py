@@ -1,7 +1,7 @@
 """One client, one job at a time: what the service's stages add to a job's latency.
 
 Run: `python -m bench.lone_job [--models eccv16 ddcolor-tiny] [--sizes 256 512 2048]
-[--runs 9] [--out bench/results/<machine>/lone_job.json]`.
+[--runs 15] [--out bench/results/<machine>/lone_job.json] [--env NAME=VALUE ...]`.
 
 The baseline is the same engine run in this process on one thread, the way a script would:
 decode the PNG, `engine.run` (prepare, forward, colour join), encode the PNG. The service is
@@ -57,12 +57,20 @@ def through_service(client: httpx.Client, base: str, model: str, data: bytes) ->
     return elapsed
 
 
-def measure(models: list[str], sizes: list[int], runs: int) -> list[dict[str, Any]]:
+def measure(
+    models: list[str], sizes: list[int], runs: int, service_env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     device = torch.device("cpu")
     rows = []
     with tempfile.TemporaryDirectory(prefix="colorize-lone-") as tmp:
         weights_dir = make_weights(Path(tmp), models)
-        env = {"COLORIZE_LOG_LEVEL": "warning", "COLORIZE_HOST_MEMORY_BYTES": str(8 << 30)}
+        env = {
+            "COLORIZE_LOG_LEVEL": "warning",
+            "COLORIZE_HOST_MEMORY_BYTES": str(8 << 30),
+            # Ready means the default model is: one of those measured.
+            "COLORIZE_DEFAULT_MODEL": models[0],
+            **(service_env or {}),
+        }
         with (
             running([("ours", "ours", weights_dir, env)], "cpu") as servers,
             httpx.Client(timeout=300) as client,
@@ -123,11 +131,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["eccv16", "ddcolor-tiny"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 2048])
-    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="settings for the service only (to see what a knob costs a lone job)",
+    )
     args = parser.parse_args()
     np.random.seed(0)
-    rows = measure(args.models, args.sizes, args.runs)
+    service_env = dict(item.split("=", 1) for item in args.env)
+    rows = measure(args.models, args.sizes, args.runs, service_env)
     print(table(rows))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from service.memory.host import device_manager, host_manager
 from service.settings import Settings, load_settings
 from service.store import SharedStore
 from service.web import mount_web
+from service.worker import intraop
 from service.worker.jobs import JobStore
 from service.worker.worker import Worker
 
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 
 def load_engines(settings: Settings, manager: MemoryManager) -> dict[str, Engine]:
     """Build every engine; those without weights stay unready and say how to fetch them."""
+    # A threadpool thread, which outlives the load: a torch thread pool of its own would slow
+    # the device lane's (service/worker/intraop.py).
+    intraop.run_serially()
     fetch_missing(settings, [settings.default_model])  # first run: logs the fix if offline
     engines: dict[str, Engine] = {}
     fast = FastPath(precision=settings.precision, channels_last=settings.channels_last)
@@ -118,6 +123,12 @@ def create_app(
             engines if engines is not None else await run_in_threadpool(load_engines, settings, mm)
         )
         mm.refresh_idle()  # the weights are resident now: the job budget excludes them
+        if engines is None:
+            # What start-up made (modules, networks, the app) lives as long as the process:
+            # frozen, no collection walks it again (a full one took 140 ms on 2 cores, in
+            # whichever request it fell). Garbage goes first, or it would stay forever.
+            gc.collect()
+            gc.freeze()
         hm.refresh_idle()
         hm.body_floor_share = settings.body_memory_floor
         worker = Worker(loaded, mm, settings, encode_image, host=hm)

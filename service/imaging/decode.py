@@ -34,6 +34,7 @@ from PIL import ExifTags, Image
 
 from service.imaging.errors import ImageTooLarge, UndecodableImage, UnsupportedFormat
 from service.imaging.lab import rgb_to_lab, to_tensor
+from service.imaging.orientation import orientation
 
 logger = logging.getLogger(__name__)
 
@@ -261,9 +262,9 @@ def probe_header(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
             mode = im.mode
             transparent = bool(im.has_transparency_data)
             try:
-                orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+                turn = orientation(im, data)
             except Exception:
-                orientation = 1  # decode_image ignores broken EXIF too
+                turn = 1  # decode_image ignores broken EXIF too
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as exc:
@@ -272,9 +273,9 @@ def probe_header(data: bytes, *, allowed_formats: Collection[str], max_pixels: i
         logger.debug("unreadable %s header", fmt, exc_info=True)
         reason = _OBJECT_REPR.sub("the upload", str(exc))
         raise UndecodableImage(f"corrupt or truncated {fmt} file: {reason}") from exc
-    rotated = orientation in _ORIENTATION
+    rotated = turn in _ORIENTATION
     # Orientations 5-8 turn the picture a quarter: the upright image is the header's transpose.
-    if orientation in (5, 6, 7, 8):
+    if turn in (5, 6, 7, 8):
         width, height = height, width
     return ImageHeader(width, height, mode, rotated, transparent)
 

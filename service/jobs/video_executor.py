@@ -28,7 +28,7 @@ from service.memory import MemoryManager, MemoryRefused, NeverFits
 from service.outcomes import Failure, Outcome
 from service.settings import Settings
 from service.video import EncodeOptions, VideoCancelled, VideoError, VideoLimits, colorize_video
-from service.worker import stages
+from service.worker import intraop, stages
 from service.worker.frames import FramesFailed, colorize_frames
 from service.worker.jobs import JobState
 from service.worker.queue import Draining, QueueFull, WorkerUnavailable
@@ -333,6 +333,7 @@ class VideoExecutor:
     # -- the threads -------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        intraop.run_serially()  # the stabiliser's torch work (service/worker/intraop.py)
         while True:
             with self._cond:
                 while not self._waiting and not self._stopping:

@@ -62,6 +62,10 @@ class CoreSettings(BaseSettings):
     """Share of device capacity that jobs may use; above it GC runs after a job."""
     clear_cache: Literal["always", "threshold", "never"] = "always"
     """When the worker empties the allocator cache after a job (see README, Memory policy)."""
+    clear_cache_idle_s: float = Field(default=5.0, ge=0.0)
+    """On a CPU, after a job that leaves the worker idle, how long the freed heap stays for the
+    next job before it is cleared (`always`); 0 clears it after every job. Admission clears it
+    at once whenever it needs the room (service/memory/idle_clear.py)."""
     admission_wait_s: float = Field(default=10.0, ge=0.0)
     """How long a job waits for its memory reservation before the request gets 503."""
     host_memory_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)

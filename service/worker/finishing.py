@@ -16,7 +16,7 @@ import numpy as np
 from service.engines.base import Engine
 from service.memory import MemoryManager
 from service.settings import Settings
-from service.worker import compute, stages
+from service.worker import compute, intraop, stages
 from service.worker.jobs import Job, JobState
 from service.worker.queue import JobQueue
 from service.worker.stages import EncodeFn
@@ -40,7 +40,9 @@ class FinishPool:
         self.queue = queue
         self.stats = stats
         self._pool = ThreadPoolExecutor(
-            max_workers=settings.finish_workers, thread_name_prefix="colorize-finish"
+            max_workers=settings.finish_workers,
+            thread_name_prefix="colorize-finish",
+            initializer=intraop.run_serially,
         )
         self._slots = threading.BoundedSemaphore(2 * settings.finish_workers)
 

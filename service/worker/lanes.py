@@ -20,9 +20,10 @@ import torch
 
 from service.engines.base import Engine
 from service.memory import MemoryManager, MemoryRefused, NeverFits
+from service.memory.idle_clear import IdleClear
 from service.outcomes import Failure, Outcome
 from service.settings import Settings
-from service.worker import compute
+from service.worker import compute, intraop
 from service.worker.jobs import Job, JobState
 from service.worker.queue import JobQueue
 from service.worker.stats import PipelineStats
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FinishFn = Callable[[Job, Engine, object, bool], None]
 """Hand one output to the finish stage; the flag allows finishing in the calling thread."""
+PrepareFn = Callable[[Job], object]
+"""Decode one job in the calling thread (the prepare stage's work, done by the first lane)."""
 
 
 def device_lanes(setting: int | Literal["auto"], device: torch.device) -> int:
@@ -66,6 +69,7 @@ class DeviceStage:
         queue: JobQueue,
         stats: PipelineStats,
         finish: FinishFn,
+        prepare: PrepareFn | None = None,
     ) -> None:
         self.engines = engines
         self.manager = manager
@@ -73,6 +77,8 @@ class DeviceStage:
         self.queue = queue
         self.stats = stats
         self.finish = finish
+        self.prepare = prepare
+        queue.first_lane_prepares = prepare is not None
         self.lanes = device_lanes(settings.device_workers, manager.device)
         self.batch_max_size = batch_limit(settings.batch_max_size, manager.device)
         self.batch_observers: list[Callable[[str, int], None]] = []
@@ -80,6 +86,12 @@ class DeviceStage:
         self.batch_seconds = 0.0
         """A moving average of a batch's time on the device (what Retry-After is made of)."""
         self.on_death: Callable[[], None] = lambda: None
+        self.idle_clear = (
+            IdleClear(self._clear_idle, lambda: not queue.idle(), settings.clear_cache_idle_s)
+            if manager.backend.kind == "cpu" and settings.clear_cache_idle_s > 0
+            else None
+        )
+        """On a CPU, the cache cleared once idle rather than after a lone job (see idle_clear)."""
         self._threads = [
             threading.Thread(target=self._lane, args=(i,), name=f"colorize-device-{i}", daemon=True)
             for i in range(self.lanes)
@@ -99,12 +111,16 @@ class DeviceStage:
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the lanes to end; whether they all did."""
+        if self.idle_clear is not None:
+            self.idle_clear.close()
         for thread in self._threads:
             if thread.ident is not None:
                 thread.join(timeout)
         return not any(t.is_alive() for t in self._threads)
 
     def _lane(self, lane: int) -> None:
+        if lane > 0:  # the first lane, where a lone job runs, keeps torch's whole thread pool
+            intraop.run_serially()
         try:
             while True:
                 batch = self.queue.next_batch(
@@ -113,6 +129,7 @@ class DeviceStage:
                     self.batch_max_size,
                     self.settings.batch_max_wait_ms / 1000.0,
                     self.manager.job_budget,
+                    self.prepare,
                 )
                 if batch is None:
                     return
@@ -215,12 +232,23 @@ class DeviceStage:
 
     def _after_batch(self) -> None:
         policy = self.settings.clear_cache
-        if policy == "always" or (
+        if policy == "always" and self.idle_clear is not None and self.queue.idle():
+            self.idle_clear.arm()
+        elif policy == "always" or (
             policy == "threshold"
             and self.manager.check_memory_usage() > self.manager.memory_threshold
         ):
             self.manager.clear_cache()
+            if self.idle_clear is not None:
+                self.idle_clear.cancel()
         self.manager.trigger_gc_if_needed()
+        # The heap kept for the next job is not the idle process's: the job budget is counted
+        # from the resident memory after a clear.
+        if self.idle_clear is None or not self.idle_clear.pending:
+            self.manager.refresh_idle()
+
+    def _clear_idle(self) -> None:
+        self.manager.clear_cache()
         self.manager.refresh_idle()
 
 

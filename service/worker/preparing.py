@@ -1,10 +1,10 @@
 """The prepare stage: threads that decode the jobs inside the look-ahead window, shortly before
 the device needs them, each inside its own host reservation (service/worker/stages.py).
 
-They never run a forward pass themselves, even for a lone job with the device idle: on a CPU the
-intra-op thread pool is the calling thread's (GNU OpenMP gives each calling thread a team of its
-own), and forward passes that hop between threads measured about 5 % slower than passes that
-stay on one (eccv16, 256 px, this 2-core machine). The lanes keep them on one thread.
+They never run a forward pass, and their torch operators run on their own thread only
+(service/worker/intraop.py). The reverse hand-over is skipped for a lone job: while the first
+device lane is free it decodes the head job itself (`JobQueue.next_batch`), on its whole thread
+pool, and the preparers decode the jobs behind it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from service.engines.base import Engine
 from service.memory import MemoryManager
 from service.outcomes import Failure, Outcome
 from service.settings import Settings
-from service.worker import stages
+from service.worker import intraop, stages
 from service.worker.jobs import Job
 from service.worker.queue import JobQueue
 from service.worker.stats import PipelineStats
 
 
 class PreparePool:
-    """Decodes and prepares waiting jobs; a lone job goes on to the device in the same thread."""
+    """Decodes and prepares the waiting jobs that the first device lane does not take itself."""
 
     def __init__(
         self,
@@ -56,17 +56,23 @@ class PreparePool:
             if thread.ident is not None:
                 thread.join(timeout)
 
+    def prepare_one(self, job: Job) -> bool:
+        """Decode `job` (claimed as "preparing") in this thread; whether it is ready."""
+        started = time.monotonic()
+        failure = self._prepare(job, started)
+        self.stats.add_busy("prepare", started)
+        self.queue.prepared(job, failure is None)
+        if failure is not None:
+            job.fail(failure.outcome, failure.detail, failure.retry_after)
+        return failure is None
+
     def _loop(self) -> None:
+        intraop.run_serially()
         while True:
             job = self.queue.next_to_prepare()
             if job is None:
                 return
-            started = time.monotonic()
-            failure = self._prepare(job, started)
-            self.stats.add_busy("prepare", started)
-            self.queue.prepared(job, failure is None)
-            if failure is not None:
-                job.fail(failure.outcome, failure.detail, failure.retry_after)
+            self.prepare_one(job)
 
     def _prepare(self, job: Job, started: float) -> Failure | None:
         engine = self.engines.get(job.model)

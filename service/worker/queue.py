@@ -52,6 +52,10 @@ class JobQueue:
         self._running: list[Job] = []
         self._busy_lanes: set[int] = set()
         self._finishing = 0
+        self.first_lane_prepares = False
+        """Whether the first device lane, while it waits for work, decodes the head job itself
+        (set by the device stage when it passes `next_batch` a preparer)."""
+        self._first_lane_waiting = False
 
     # -- reading (takes the lock) ------------------------------------------------------------
 
@@ -68,6 +72,11 @@ class JobQueue:
     def running(self) -> int:
         with self.cond:
             return len(self._running)
+
+    def idle(self) -> bool:
+        """Nothing waits and nothing is on the device."""
+        with self.cond:
+            return not self._waiting and not self._running
 
     def position(self, job: Job) -> int | None:
         """1-based place of a waiting job (None if it is not waiting)."""
@@ -128,12 +137,17 @@ class JobQueue:
     # -- the prepare stage -------------------------------------------------------------------
 
     def next_to_prepare(self) -> Job | None:
-        """Wait for a job inside the look-ahead window that nobody prepares; None once stopping."""
+        """Wait for a job inside the look-ahead window that nobody prepares; None once stopping.
+
+        The head job is left to the first lane while that lane is free (see `next_batch`).
+        """
         with self.cond:
             while True:
                 for i, job in enumerate(self._waiting):
                     if i >= self.lookahead:
                         break
+                    if i == 0 and self._first_lane_takes_head():
+                        continue
                     if job.prepare_state == "waiting":
                         job.prepare_state = "preparing"
                         return job
@@ -159,19 +173,37 @@ class JobQueue:
         max_size: int,
         max_wait_s: float,
         budget: Callable[[], int],
+        prepare: Callable[[Job], object] | None = None,
     ) -> list[Job] | None:
         """Wait for the head job to be ready and for `lane`'s turn; take it with up to
         `max_size - 1` ready jobs of the same engine and batch key whose estimates fit `budget`
         together (waiting up to `max_wait_s` for them). None once stopping.
 
         Lane k takes a batch only while lanes 0 to k-1 are busy: work goes to the lowest free
-        lane, so a lone client's jobs always run on lane 0's thread (see preparing.py).
+        lane, so a lone client's jobs always run on lane 0's thread. Given `prepare`, lane 0
+        decodes a head job that nobody has started on in its own thread, with the lock
+        released, instead of waiting for a preparer to hand it over (service/worker/intraop.py:
+        only this thread has torch's whole thread pool).
         """
         with self.cond:
+            if lane == 0:
+                self._first_lane_waiting = True
             while not self._head_ready() or any(i not in self._busy_lanes for i in range(lane)):
                 if self.stopping:
                     return None
+                if lane == 0 and prepare is not None and self._head_unclaimed():
+                    head = self._waiting[0]
+                    head.prepare_state = "preparing"
+                    self.cond.release()
+                    try:
+                        prepare(head)
+                    finally:
+                        self.cond.acquire()
+                    continue
                 self.cond.wait()
+            if lane == 0:
+                # Gathering a batch now: the jobs behind the head are the preparers' again.
+                self._first_lane_waiting = False
             first = self._waiting.popleft()
             batch = [first]
             engine = engines.get(first.model)
@@ -213,6 +245,12 @@ class JobQueue:
 
     def _head_ready(self) -> bool:
         return bool(self._waiting) and self._waiting[0].prepare_state == "ready"
+
+    def _head_unclaimed(self) -> bool:
+        return bool(self._waiting) and self._waiting[0].prepare_state == "waiting"
+
+    def _first_lane_takes_head(self) -> bool:
+        return self.first_lane_prepares and self._first_lane_waiting
 
     def _take_same_key(
         self, batch: list[Job], engine: Engine | None, limit: int, budget: int

@@ -67,11 +67,17 @@ class Worker:
         """Device lanes (COLORIZE_DEVICE_WORKERS): one on a GPU, two on a CPU."""
         self.queue = JobQueue(settings.queue_size, self.lookahead)
         self.finisher = FinishPool(settings, self.host, encode, self.queue, self.stats)
+        self.preparer = PreparePool(engines, self.host, settings, self.queue, self.stats)
         self.device = DeviceStage(
-            engines, manager, settings, self.queue, self.stats, self.finisher.submit
+            engines,
+            manager,
+            settings,
+            self.queue,
+            self.stats,
+            self.finisher.submit,
+            self.preparer.prepare_one,
         )
         self.device.on_death = self._strand
-        self.preparer = PreparePool(engines, self.host, settings, self.queue, self.stats)
         self._draining: str | None = None
 
     # -- control ----------------------------------------------------------------------------
