@@ -8,8 +8,9 @@ and shared (a real redis-server with AOF `always` and a real SeaweedFS S3 server
 started here). `--clients` closed-loop clients each post a photo to /jobs, poll its status every
 `--poll-ms` (10 by default: 100 polls a second per client, a load on the store of its own) until
 it is done, and fetch the result; a round counts the jobs completed in `--seconds`. The service
-process's own CPU time per job is read from /proc: the stores run on the same cores here, so
-the throughput ratio includes their CPU too, which a deployment runs elsewhere.
+process's own CPU time per job is read from /proc, and so is the stores' (redis-server and
+SeaweedFS, during the shared rounds): they run on the same cores here, so the throughput ratio
+includes their CPU too, which a deployment runs elsewhere.
 The modes alternate round by round (A B A B...) so a drifting machine moves both, and the ratio
 is taken per pair. The target: shared mode within 10 % of in-process (ratio >= 0.90).
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.inputs import square
 from bench.servers import make_weights, running
@@ -62,6 +64,16 @@ def one_round(base: str, data: bytes, clients: int, seconds: float, poll_s: floa
     return sum(done) / seconds
 
 
+def cpu_seconds(*processes: psutil.Process) -> float:
+    """User and system CPU time of `processes` and their children so far."""
+    total = 0.0
+    for process in processes:
+        for p in [process, *process.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float) -> dict[str, Any]:
     data = square(size).image
     with tempfile.TemporaryDirectory(prefix="colorize-shared-bench-") as tmp:
@@ -87,21 +99,27 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
                 ("ours", "local", weights_dir, common),
                 ("ours", "shared", weights_dir, shared),
             ]
+            assert redis.process is not None and weed.process is not None
+            stores = (psutil.Process(redis.process.pid), psutil.Process(weed.process.pid))
             with running(specs, "cpu") as servers:
                 for server in servers.values():  # warm-up
                     one_round(server.base, data, clients, 3.0, poll_s)
                 local, remote = [], []
                 cpu: dict[str, list[float]] = {"local": [], "shared": []}
+                store_cpu: list[float] = []
                 for _ in range(rounds):
                     for mode, rates in (("local", local), ("shared", remote)):
                         server = servers[mode]
-                        before = server.cpu_seconds()
+                        before, stores_before = server.cpu_seconds(), cpu_seconds(*stores)
                         rates.append(one_round(server.base, data, clients, seconds, poll_s))
-                        used = server.cpu_seconds() - before
-                        cpu[mode].append(used / max(rates[-1] * seconds, 1.0))
+                        jobs = max(rates[-1] * seconds, 1.0)
+                        cpu[mode].append((server.cpu_seconds() - before) / jobs)
+                        if mode == "shared":
+                            store_cpu.append((cpu_seconds(*stores) - stores_before) / jobs)
                     print(
                         f"local {local[-1]:.2f} jobs/s ({cpu['local'][-1]:.2f} CPU s/job), "
-                        f"shared {remote[-1]:.2f} jobs/s ({cpu['shared'][-1]:.2f} CPU s/job)",
+                        f"shared {remote[-1]:.2f} jobs/s ({cpu['shared'][-1]:.2f} CPU s/job, "
+                        f"stores {store_cpu[-1]:.3f})",
                         flush=True,
                     )
         finally:
@@ -117,6 +135,7 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
         "local_jobs_per_s": local,
         "shared_jobs_per_s": remote,
         "service_cpu_s_per_job": {m: statistics.median(v) for m, v in cpu.items()},
+        "stores_cpu_s_per_job": statistics.median(store_cpu),
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),

@@ -7,8 +7,12 @@ each of the thousands of parallel regions in a forward pass waits for a futex wa
 are threads (prepare, lanes, finish, video): left alone, their pools throttled every forward pass
 (measured on 2 cores: ddcolor-tiny 10-15 % slower through the service than the same pass in a
 process with one pool). The first lane, the one a lone job runs on, keeps the whole pool; every
-other thread that touches torch runs its operators on itself, which is also what a loaded machine
-wants (the lanes' forward passes already use every core).
+other thread that touches torch runs its operators on itself.
+
+Under load the first lane gives its pool up too: while another lane is busy or jobs wait, it
+runs on one thread, so each lane keeps one core busy. Keeping the pool then cost about 40 % more
+CPU per job (4 clients on 2 cores): the pool's threads, which no longer throttle, spin for the
+next parallel region on cores the other lane needs.
 """
 
 from __future__ import annotations
@@ -58,11 +62,19 @@ def run_serially() -> bool:
 
     Call it first thing in a stage thread other than the first device lane.
     """
+    return use_threads(1)
+
+
+def use_threads(threads: int) -> bool:
+    """Run this thread's torch operators on `threads` threads from now on; whether it could.
+
+    A pool that already has more threads keeps the rest asleep (they stay in the count above).
+    """
     function = _set_num_threads()
     if function is None:
         return False
     # torch sets each thread's team size the first time that thread asks for it: ask first, or
     # that first use would undo what follows.
     torch.get_num_threads()
-    function(1)
-    return torch.get_num_threads() == 1
+    function(threads)
+    return torch.get_num_threads() == threads

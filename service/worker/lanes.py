@@ -119,8 +119,17 @@ class DeviceStage:
         return not any(t.is_alive() for t in self._threads)
 
     def _lane(self, lane: int) -> None:
-        if lane > 0:  # the first lane, where a lone job runs, keeps torch's whole thread pool
+        # The first lane, where a lone job runs, keeps torch's whole thread pool for lone jobs
+        # (service/worker/intraop.py).
+        pool = torch.get_num_threads()
+        if lane > 0:
             intraop.run_serially()
+
+        def prepare_head(job: Job) -> object:
+            assert self.prepare is not None
+            intraop.use_threads(pool if self.queue.alone(lane, waiting=1) else 1)
+            return self.prepare(job)
+
         try:
             while True:
                 batch = self.queue.next_batch(
@@ -129,10 +138,12 @@ class DeviceStage:
                     self.batch_max_size,
                     self.settings.batch_max_wait_ms / 1000.0,
                     self.manager.job_budget,
-                    self.prepare,
+                    prepare_head if self.prepare is not None else None,
                 )
                 if batch is None:
                     return
+                if lane == 0:
+                    intraop.use_threads(pool if self.queue.alone(lane) else 1)
                 self.run(batch, lane)
         except BaseException:
             return  # `run` logged it and failed every waiting job; the lane ends

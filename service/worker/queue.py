@@ -78,6 +78,13 @@ class JobQueue:
         with self.cond:
             return not self._waiting and not self._running
 
+    def alone(self, lane: int, waiting: int = 0) -> bool:
+        """Whether `lane`'s work is all there is: no other lane busy and no more than `waiting`
+        jobs waiting (the head it is about to prepare, say)."""
+        with self.cond:
+            others = self._busy_lanes - {lane}
+            return not others and len(self._waiting) <= waiting
+
     def position(self, job: Job) -> int | None:
         """1-based place of a waiting job (None if it is not waiting)."""
         with self.cond:

@@ -95,3 +95,49 @@ def test_a_lone_job_is_decoded_on_the_first_lane_and_a_waiting_one_by_a_preparer
         assert statuses == [200, 200]
         assert where[1] == "colorize-device-0"
         assert where[2].startswith("colorize-prepare")
+
+
+def test_the_first_lane_uses_the_whole_pool_only_for_a_lone_job(
+    gray_png: bytes, monkeypatch: pytest.MonkeyPatch, two_torch_threads: None
+) -> None:
+    with running_app(batch_max_size=1, device_workers=2) as (client, engines):
+        engine: ScriptedEngine = engines["eccv16"]  # type: ignore[assignment]
+        seen: list[tuple[str, int]] = []
+        second_lane = threading.Event()
+        forward = engine.forward
+
+        def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+            name = threading.current_thread().name
+            seen.append((name, torch.get_num_threads()))
+            if name == "colorize-device-1":
+                assert second_lane.wait(30)
+            return forward(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "forward", recording)
+        assert post(client, gray_png) == 200
+        assert seen == [("colorize-device-0", 2)]
+
+        # Three at once: the first lane's job holds the device, the second lane takes the next
+        # and keeps it; the third reaches the first lane while the second is busy.
+        engine.gate.clear()
+        engine.started.clear()
+        statuses: list[int] = []
+
+        def send() -> None:
+            statuses.append(post(client, gray_png))
+
+        threads = [threading.Thread(target=send) for _ in range(3)]
+        threads[0].start()
+        assert engine.started.wait(10)
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(seen) == 3)
+        engine.gate.set()  # the first lane's job ends; the third job comes to that lane
+        wait_for(lambda: len(seen) == 4)
+        second_lane.set()
+        for thread in threads:
+            thread.join(30)
+        assert statuses == [200, 200, 200]
+        assert seen[1] == ("colorize-device-0", 2)  # alone when it started
+        assert seen[2] == ("colorize-device-1", 1)
+        assert seen[3] == ("colorize-device-0", 1)  # the other lane was busy
