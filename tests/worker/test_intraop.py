@@ -17,8 +17,8 @@ from tests.support.engines import ScriptedEngine
 from tests.support.waiting import wait_for
 
 
-def os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def os_threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def two_torch_threads() -> Iterator[None]:
 
 
 def pool_threads_started(serial: bool) -> int:
-    """OS threads a new thread's parallel torch operator leaves running."""
+    """OS threads a new thread's parallel torch operator starts (and keeps while it lives);
+    threads that end meanwhile, other tests' leftovers, do not count."""
     counted: list[int] = []
     done = threading.Event()
 
@@ -42,7 +43,7 @@ def pool_threads_started(serial: bool) -> int:
         before = os_threads()
         x = torch.randn(1 << 22)
         (x * 2).sum()
-        counted.append(os_threads() - before)
+        counted.append(len(os_threads() - before))
         done.set()
 
     thread = threading.Thread(target=work)
