@@ -4,7 +4,9 @@ nothing waits for the device, finish it themselves).
 
 On a GPU there is one lane: one thread owns the device. On a CPU the cores are the device and
 one forward pass leaves them idle in its serial stretches, so two lanes run (each batch admitted
-against the same budget); the second takes work only while the first is busy.
+against the same budget); the second takes work only while the first is busy. A lone job runs
+on the first lane from decode to encode, with torch's whole thread pool; under load each lane
+runs torch on its own thread (service/worker/intraop.py).
 """
 
 from __future__ import annotations
