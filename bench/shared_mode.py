@@ -1,7 +1,7 @@
 """/jobs throughput with the shared job store against the in-process one, side by side.
 
-Run: `python -m bench.shared_mode [--size 512] [--clients 4] [--seconds 20] [--rounds 3]
-[--out bench/results/<machine>/shared_mode.json]`.
+Run: `python -m bench.shared_mode [--size 512] [--clients 4] [--seconds 20]
+[--rounds 6] [--out bench/results/<machine>/shared_mode.json]`.
 
 One service process per mode, with the same generated eccv16 checkpoint: in-process (no Redis)
 and shared (a real redis-server with AOF `always` and a real SeaweedFS S3 server on loopback,
@@ -11,8 +11,9 @@ it is done, and fetch the result; a round counts the jobs completed in `--second
 process's own CPU time per job is read from /proc, and so is the stores' (redis-server and
 SeaweedFS, during the shared rounds): they run on the same cores here, so the throughput ratio
 includes their CPU too, which a deployment runs elsewhere.
-The modes alternate round by round (A B A B...) so a drifting machine moves both, and the ratio
-is taken per pair. The target: shared mode within 10 % of in-process (ratio >= 0.90).
+The modes alternate round by round (A B, then B A) so a drifting machine moves both and neither
+always goes first, and the ratio is taken per pair. The target: shared mode within 10 % of
+in-process (ratio >= 0.90).
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
                 local, remote = [], []
                 cpu: dict[str, list[float]] = {"local": [], "shared": []}
                 store_cpu: list[float] = []
-                for _ in range(rounds):
-                    for mode, rates in (("local", local), ("shared", remote)):
+                for i in range(rounds):
+                    # A B, then B A: whatever the second of a pair inherits (the first one's
+                    # idle-time heap clear, its connections closing) falls on each mode equally.
+                    pair = (("local", local), ("shared", remote))
+                    for mode, rates in reversed(pair) if i % 2 else pair:
                         server = servers[mode]
                         before, stores_before = server.cpu_seconds(), cpu_seconds(*stores)
                         rates.append(one_round(server.base, data, clients, seconds, poll_s))
@@ -117,6 +121,7 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
                         if mode == "shared":
                             store_cpu.append((cpu_seconds(*stores) - stores_before) / jobs)
                     print(
+                        f"{'shared first: ' if i % 2 else 'local first:  '}"
                         f"local {local[-1]:.2f} jobs/s ({cpu['local'][-1]:.2f} CPU s/job), "
                         f"shared {remote[-1]:.2f} jobs/s ({cpu['shared'][-1]:.2f} CPU s/job, "
                         f"stores {store_cpu[-1]:.3f})",
@@ -126,6 +131,10 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
             redis.stop()
             weed.stop()
     ratios = [s / x for s, x in zip(remote, local, strict=True) if x > 0]
+    by_order = {
+        order: statistics.median(ratios[start::2]) if ratios[start::2] else None
+        for order, start in (("local_first", 0), ("shared_first", 1))
+    }
     return {
         "size": size,
         "clients": clients,
@@ -139,6 +148,7 @@ def measure(size: int, clients: int, seconds: float, rounds: int, poll_s: float)
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "ratio_median_by_order": by_order,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
@@ -148,7 +158,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="status poll interval")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -159,6 +169,8 @@ def main() -> None:
         f"{result['ratio_median']:.3f} ({result['ratio_min']:.3f}-{result['ratio_max']:.3f}), "
         f"{verdict} 10 %"
     )
+    orders = result["ratio_median_by_order"]
+    print("by order: " + ", ".join(f"{k} {v:.3f}" for k, v in orders.items() if v is not None))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -60,7 +60,8 @@ class ServiceState:
         return Budgets(device=self.manager, host=self.host)
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a thread hop per request.
     state: ServiceState = request.app.state.svc
     return state
 

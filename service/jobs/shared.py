@@ -102,6 +102,12 @@ class SharedJobs:
         return view_of(stored)
 
     async def view(self, job_id: str) -> JobView:
+        held = self.store.consumer.running.get(job_id)
+        if held is not None and held.record.kind is JobKind.IMAGE and not held.cancelled.is_set():
+            # While this replica runs an image job, only it writes the record (a cancel or a
+            # takeover sets `cancelled` first), so its copy is the record: a poll that reaches
+            # the holder costs no Redis round trip. Videos write progress: those read Redis.
+            return view_of(held.record)
         return view_of(await self._record(job_id))
 
     async def result(self, job_id: str) -> ResultBody:
@@ -130,6 +136,9 @@ class SharedJobs:
                 await queue.delete(job_id)  # DELETE forgets a finished job: record and objects
                 return view_of(record)
             await queue.request_cancel(job_id)
+            held = self.store.consumer.running.get(job_id)
+            if held is not None:
+                held.cancelled.set()  # here before the cancel channel's message: polls see it
         except StoreError as exc:
             raise JobRefused(_unavailable(exc)) from None
         return view_of(await self._record(job_id))
