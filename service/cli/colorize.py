@@ -44,7 +44,7 @@ from service.engines.bootstrap import fetch_missing
 from service.engines.catalog import ENGINE_NAMES
 from service.engines.registry import create_engine, engine_class, render_limits
 from service.imaging.encode import CONTENT_TYPES, encode_image
-from service.memory import MemoryManager
+from service.memory import MemoryManager, heap
 from service.memory.host import device_manager, host_manager
 from service.outcomes import Failure
 from service.settings import Settings, SettingsError, load_settings
@@ -141,6 +141,8 @@ def colorize_command(args: argparse.Namespace) -> int:
         settings = load_settings()
     except SettingsError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    # Before the stage threads start, so that they share the arenas (service/memory/heap.py).
+    heap.tune(settings.malloc_arenas, settings.malloc_mmap_threshold_bytes)
     model: str = args.model or settings.default_model
     takes_reference = engine_class(model).takes_reference
     if takes_reference and args.reference is None:

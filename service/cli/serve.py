@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.api.http11 import RefusingH11Protocol, protocol_for
 from service.device import resolve_device
+from service.memory import heap
 from service.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.captureWarnings(True)  # Pillow's warnings about odd files belong in the log
+    # Before the stage threads start, so that they share the arenas (service/memory/heap.py).
+    heap.tune(settings.malloc_arenas, settings.malloc_mmap_threshold_bytes)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -66,6 +66,14 @@ class CoreSettings(BaseSettings):
     """On a CPU, after a job that leaves the worker idle, how long the freed heap stays for the
     next job before it is cleared (`always`); 0 clears it after every job. Admission clears it
     at once whenever it needs the room (service/memory/idle_clear.py)."""
+    malloc_arenas: int = Field(default=1, ge=0, le=1024)
+    """glibc malloc arenas the threads share (0: glibc's default, 8 per core). With one, a job's
+    large buffers come back from the heap on the next job whichever stage thread freed them,
+    instead of being mapped and faulted in again (service/memory/heap.py)."""
+    malloc_mmap_threshold_bytes: int = Field(default=256 * 1024 * 1024, ge=0, le=1 << 30)
+    """Blocks at least this large are mapped on their own and unmapped when freed; smaller ones
+    stay in the heap for the next job until the cache is cleared. 0: glibc's dynamic threshold
+    (at most 32 MiB, so a 2048 px job's buffers were mapped afresh every time)."""
     admission_wait_s: float = Field(default=10.0, ge=0.0)
     """How long a job waits for its memory reservation before the request gets 503."""
     host_memory_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -10,6 +13,7 @@ import pytest
 import torch
 
 from service.memory import MemoryManager, heap
+from tests.support.servers import ROOT
 
 MiB = 1 << 20
 BLOCK = 64 * 1024
@@ -110,3 +114,80 @@ def test_less_freed_than_the_slack_is_left_resident() -> None:
     more = fragment_heap(2 * slack)
     assert manager.clear_cache() > slack
     del pin, more
+
+
+def run_script(script: str, *args: str) -> list[str]:
+    """`script` in a fresh interpreter (malloc's settings are the process's); its words out."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from service.memory import heap
+
+took = heap.tune(int(sys.argv[1]), 0)
+together = threading.Barrier(4)
+
+def work():
+    blocks = [bytearray(200_000) for _ in range(20)]  # malloc'd on this thread
+    together.wait()  # all four threads alive at once, each after its first malloc
+    del blocks
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+out = libc.fopen(sys.argv[2].encode(), b"w")
+libc.malloc_info(0, out)
+libc.fclose(out)
+print(took, open(sys.argv[2]).read().count("<heap nr="))
+"""
+
+
+@needs_trim  # glibc: mallopt and malloc_info come with malloc_trim
+@pytest.mark.parametrize(("cap", "arenas"), [(0, 5), (1, 1)])
+def test_capped_arenas_make_threads_share_the_heap(tmp_path: Path, cap: int, arenas: int) -> None:
+    # Uncapped, each of the four threads gets an arena of its own besides the main one.
+    assert run_script(ARENAS_SCRIPT, str(cap), str(tmp_path / "info.xml")) == ["True", str(arenas)]
+
+
+THRESHOLD_SCRIPT = """
+import sys
+import numpy as np, psutil
+from service.memory import heap
+
+took = heap.tune(0, int(sys.argv[1]))
+rss = lambda: psutil.Process().memory_info().rss
+before = rss()
+block = np.ones(48 << 17)  # 48 MiB, written
+del block
+kept = rss() - before
+heap.trim()
+print(took, kept >> 20, max(0, rss() - before) >> 20)
+"""
+
+
+@needs_trim
+@pytest.mark.parametrize(("threshold", "kept"), [(0, 0), (256 * MiB, 48)])
+def test_a_fixed_mmap_threshold_keeps_large_blocks_until_cleared(threshold: int, kept: int) -> None:
+    # glibc's own threshold tops out at 32 MiB: a 48 MiB block is unmapped when freed, and the
+    # next job maps and faults it in again. Under a fixed 256 MiB threshold it stays in the heap
+    # for the next job, until the cache is cleared.
+    took, kept_mib, after_trim_mib = run_script(THRESHOLD_SCRIPT, str(threshold))
+    assert took == "True"
+    assert abs(int(kept_mib) - kept) <= 2
+    assert int(after_trim_mib) <= 2
