@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,8 +119,11 @@ def test_less_freed_than_the_slack_is_left_resident() -> None:
 
 def run_script(script: str, *args: str) -> list[str]:
     """`script` in a fresh interpreter (malloc's settings are the process's); its words out."""
+    # glibc's defaults, whatever this environment set (MALLOC_ARENA_MAX, GLIBC_TUNABLES...).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
