@@ -35,6 +35,7 @@ from service.api.app import create_app
 from service.cli.serve import DrainingServer
 from service.engines.base import ColorizeRequest, Engine
 from service.engines.exemplar import ExemplarEngine
+from service.memory import heap
 from service.settings import load_settings
 from tests.support.engines import ScriptedEngine
 from tests.support.servers import loopback_socket
@@ -138,6 +139,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    heap.tune(settings.malloc_arenas, settings.malloc_mmap_threshold_bytes)  # as `serve` does
     app = create_app(settings, engines=build_engines(torch.device("cpu")))
     add_heap_route(app)
     sock = loopback_socket()
