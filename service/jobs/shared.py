@@ -104,9 +104,11 @@ class SharedJobs:
     async def view(self, job_id: str) -> JobView:
         held = self.store.consumer.running.get(job_id)
         if held is not None and held.record.kind is JobKind.IMAGE and not held.cancelled.is_set():
-            # While this replica runs an image job, only it writes the record (a cancel or a
-            # takeover sets `cancelled` first), so its copy is the record: a poll that reaches
-            # the holder costs no Redis round trip. Videos write progress: those read Redis.
+            # While this replica runs an image job, only it moves the record on: a cancel sets
+            # `cancelled` as it is heard of (cancel channel, or the heartbeat's check), as does
+            # a takeover (found by the heartbeat; the record says running meanwhile too). So a
+            # poll that reaches the holder costs no Redis round trip. Videos write progress to
+            # Redis: those read it.
             return view_of(held.record)
         return view_of(await self._record(job_id))
 
