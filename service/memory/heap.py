@@ -77,7 +77,12 @@ def tune(arenas: int, mmap_threshold: int) -> bool:
     if mmap_threshold > 0:
         wanted += [
             (M_MMAP_THRESHOLD, mmap_threshold, "COLORIZE_MALLOC_MMAP_THRESHOLD_BYTES"),
-            (M_TRIM_THRESHOLD, 2 * mmap_threshold, "COLORIZE_MALLOC_MMAP_THRESHOLD_BYTES"),
+            # mallopt takes a C int: at the 1 GiB maximum, twice is one byte past it.
+            (
+                M_TRIM_THRESHOLD,
+                min(2 * mmap_threshold, 2**31 - 1),
+                "COLORIZE_MALLOC_MMAP_THRESHOLD_BYTES",
+            ),
         ]
     mallopt = getattr(_libc(), "mallopt", None) if wanted else None
     if mallopt is not None:

@@ -186,7 +186,7 @@ print(took, kept >> 20, max(0, rss() - before) >> 20)
 
 
 @needs_trim
-@pytest.mark.parametrize(("threshold", "kept"), [(0, 0), (256 * MiB, 48)])
+@pytest.mark.parametrize(("threshold", "kept"), [(0, 0), (256 * MiB, 48), (1 << 30, 48)])
 def test_a_fixed_mmap_threshold_keeps_large_blocks_until_cleared(threshold: int, kept: int) -> None:
     # glibc's own threshold tops out at 32 MiB: a 48 MiB block is unmapped when freed, and the
     # next job maps and faults it in again. Under a fixed 256 MiB threshold it stays in the heap
